@@ -1,0 +1,220 @@
+//! The metadata store: small traits over accounts, API keys and images, with a SQLite backend
+//! (the embedded default, WAL) and a PostgreSQL backend, versioned migrations for each, and one
+//! conformance suite ([`testsuite`]) that every backend runs.
+//!
+//! Layout:
+//! - the traits and records in this file;
+//! - [`sqlite`] and [`postgres`], behind features of the same names;
+//! - [`testsuite`]: the conformance suite, public so each backend's tests call it.
+//!
+//! The store knows nothing of HTTP or of the wire format; it keeps what the domain defines.
+//! Expected conflicts (quota, duplicate names) are values, not errors: `Result<Result<_, Refused>, _>`.
+
+use async_trait::async_trait;
+use imaged_domain::time::Timestamp;
+use imaged_domain::{AccountId, Image, ImageId};
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod testsuite;
+
+/// What went wrong inside a backend. Callers map these to `InternalError`.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaStoreError {
+    /// The database refused or failed the operation.
+    #[error("metadata backend error: {0}")]
+    Backend(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    /// The database schema is newer than this binary knows.
+    #[error("database schema version {found} is newer than this binary's {known}")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this binary has.
+        known: i64,
+    },
+}
+
+/// Result alias for store calls.
+pub type Result<T, E = MetaStoreError> = std::result::Result<T, E>;
+
+/// What an account may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The operator's account, created on first start.
+    Admin,
+    /// A tenant.
+    User,
+}
+
+impl Role {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            other => Err(MetaStoreError::Corrupt(format!("unknown role `{other}`"))),
+        }
+    }
+}
+
+/// A tenant account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Numeric account id, allocated by the store from 100000000001 upwards.
+    pub id: AccountId,
+    /// Display name (unique).
+    pub name: String,
+    /// Admin or user.
+    pub role: Role,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Per-account custom-image quota, overriding the configured default.
+    pub image_quota: Option<u32>,
+}
+
+/// Whether an API key may authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Usable.
+    Enabled,
+    /// Refused as if unknown.
+    Disabled,
+}
+
+impl KeyStatus {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Enabled => "enabled",
+            KeyStatus::Disabled => "disabled",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "enabled" => Ok(KeyStatus::Enabled),
+            "disabled" => Ok(KeyStatus::Disabled),
+            other => Err(MetaStoreError::Corrupt(format!("unknown key status `{other}`"))),
+        }
+    }
+}
+
+/// An API key. The secret is stored sealed (encrypted by the app layer); the store never sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The SecretId.
+    pub secret_id: String,
+    /// Owning account.
+    pub account: AccountId,
+    /// The secret key, encrypted at rest (nonce followed by ciphertext).
+    pub sealed_secret: Vec<u8>,
+    /// Enabled or disabled.
+    pub status: KeyStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// An image a caller may see, with whether it reached the caller through a share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisibleImage {
+    /// The image.
+    pub image: Image,
+    /// True when the caller is a share recipient rather than the owner.
+    pub shared_with_caller: bool,
+}
+
+/// Why an insert was refused (expected conflicts, not failures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The account's custom-image quota in that region is used up.
+    QuotaExceeded,
+    /// The owner already has an image of that name in that region.
+    DuplicateName,
+    /// The id is taken.
+    DuplicateId,
+    /// An account of that name exists.
+    DuplicateAccountName,
+}
+
+/// Accounts.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account with the next free id.
+    async fn create_account(&self, name: &str, role: Role, now: Timestamp) -> Result<Result<AccountRecord, Refused>>;
+    /// The account with that id.
+    async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
+    /// Every account, by id.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
+    /// Sets or clears an account's custom-image quota override; false when no such account.
+    async fn set_image_quota(&self, id: AccountId, quota: Option<u32>) -> Result<bool>;
+}
+
+/// API keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a new key.
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
+    /// The key with that SecretId.
+    async fn get_key(&self, secret_id: &str) -> Result<Option<KeyRecord>>;
+    /// Keys of one account, or of all accounts, by creation.
+    async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<KeyRecord>>;
+    /// Enables or disables a key; false when no such key.
+    async fn set_key_status(&self, secret_id: &str, status: KeyStatus) -> Result<bool>;
+    /// Deletes a key; false when no such key.
+    async fn delete_key(&self, secret_id: &str) -> Result<bool>;
+}
+
+/// Images and shares.
+#[async_trait]
+pub trait ImageStore: Send + Sync {
+    /// Inserts or replaces images as given, without quota checks: the catalogue seeding and
+    /// bulk-loading path (operator and benchmark use), never a tenant's request.
+    async fn put_images(&self, images: &[Image]) -> Result<()>;
+    /// Inserts a custom image if the owner is under `quota` in its region and the name is free
+    /// there. The check and the insert are one atomic step, also under concurrency.
+    async fn insert_custom_image(&self, image: &Image, quota: u32) -> Result<Result<(), Refused>>;
+    /// The image with that id.
+    async fn get_image(&self, id: &ImageId) -> Result<Option<Image>>;
+    /// Everything `caller` might see in `region`: the catalogue, its own images there and the
+    /// images shared with it there. The domain's rules decide the final visibility.
+    async fn visible_images(&self, caller: AccountId, region: &str) -> Result<Vec<VisibleImage>>;
+    /// Custom images `owner` has in `region`.
+    async fn count_custom_images(&self, owner: AccountId, region: &str) -> Result<u64>;
+    /// Shares `image` with `account`; false when already shared.
+    async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool>;
+}
+
+/// Everything the service needs from its metadata store.
+pub trait MetaStore: AccountStore + KeyStore + ImageStore {}
+impl<T: AccountStore + KeyStore + ImageStore> MetaStore for T {}
+
+/// The first account id the stores hand out (Tencent-style 12-digit UINs).
+pub const FIRST_ACCOUNT_ID: u64 = 100_000_000_001;
+
+pub(crate) fn encode_image(image: &Image) -> Result<String> {
+    serde_json::to_string(image).map_err(|e| MetaStoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn decode_image(doc: &str) -> Result<Image> {
+    serde_json::from_str(doc).map_err(|e| MetaStoreError::Corrupt(format!("image document: {e}")))
+}
+
+pub(crate) fn owner_column(image: &Image) -> Option<i64> {
+    image.owner.map(|a| a.0 as i64)
+}
+
+pub(crate) fn account_from_column(v: i64) -> AccountId {
+    AccountId(v as u64)
+}

@@ -1,0 +1,418 @@
+//! PostgreSQL backend: for several service instances over one database. A few pipelined
+//! connections, reconnected when they drop; conflicts resolved with row locks and unique indexes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, Config, NoTls, Row};
+
+use crate::{
+    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, ImageStore, KeyRecord,
+    KeyStatus, KeyStore, MetaStoreError, Refused, Result, Role, VisibleImage,
+};
+use imaged_domain::time::Timestamp;
+use imaged_domain::{AccountId, Image, ImageId};
+
+/// Versioned migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE SEQUENCE account_ids START WITH 100000000001;
+    CREATE TABLE accounts (
+        id BIGINT PRIMARY KEY DEFAULT nextval('account_ids'),
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        image_quota BIGINT
+    );
+    CREATE TABLE api_keys (
+        secret_id TEXT PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        sealed_secret BYTEA NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX api_keys_by_account ON api_keys(account_id);
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        region TEXT,
+        owner_id BIGINT REFERENCES accounts(id),
+        state TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX images_by_owner_region ON images(owner_id, region);
+    CREATE UNIQUE INDEX images_unique_name ON images(owner_id, region, name) WHERE owner_id IS NOT NULL;
+    CREATE TABLE image_shares (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (image_id, account_id)
+    );
+    CREATE INDEX image_shares_by_account ON image_shares(account_id);",
+)];
+
+/// Connections kept open. Each pipelines concurrent queries; transactions hold one alone.
+const CONNECTIONS: usize = 4;
+/// Lock key serialising migrations across service instances.
+const MIGRATION_LOCK: i64 = 0x696d_6167_6564; // "imaged"
+
+fn db_err(e: tokio_postgres::Error) -> MetaStoreError {
+    MetaStoreError::Backend(e.to_string())
+}
+
+/// The PostgreSQL metadata store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    conns: Vec<Mutex<Client>>,
+    next: AtomicUsize,
+}
+
+async fn connect(config: &Config) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(db_err)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresStore {
+    /// Connects to `url` and applies pending migrations. With `schema`, every table lives in
+    /// that schema (created if missing), which lets tests and tenants of one database stay apart.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+        let mut config: Config = url.parse().map_err(db_err)?;
+        if let Some(schema) = schema {
+            if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(MetaStoreError::Backend(format!("bad schema name `{schema}`")));
+            }
+            let admin = connect(&config).await?;
+            admin.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(db_err)?;
+            config.options(format!("-c search_path={schema}"));
+        }
+        let mut first = connect(&config).await?;
+        migrate(&mut first).await?;
+        let mut conns = vec![Mutex::new(first)];
+        for _ in 1..CONNECTIONS {
+            conns.push(Mutex::new(connect(&config).await?));
+        }
+        Ok(Self { inner: std::sync::Arc::new(Inner { config, conns, next: AtomicUsize::new(0) }) })
+    }
+
+    /// A connection, reconnected first if it has dropped.
+    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>> {
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.conns.len();
+        let mut guard = self.inner.conns[i].lock().await;
+        if guard.is_closed() {
+            *guard = connect(&self.inner.config).await?;
+        }
+        Ok(guard)
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_err)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(db_err)?;
+    let current: i64 =
+        tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(db_err)?.get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(MetaStoreError::SchemaTooNew { found: current, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await.map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, EXTRACT(EPOCH FROM now())::BIGINT)",
+            &[version],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+fn to_account(r: &Row) -> Result<AccountRecord> {
+    Ok(AccountRecord {
+        id: account_from_column(r.get(0)),
+        name: r.get(1),
+        role: Role::parse(r.get(2))?,
+        created_at: Timestamp(r.get(3)),
+        image_quota: r.get::<_, Option<i64>>(4).map(|q| u32::try_from(q).unwrap_or(u32::MAX)),
+    })
+}
+
+fn to_key(r: &Row) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        secret_id: r.get(0),
+        account: account_from_column(r.get(1)),
+        sealed_secret: r.get(2),
+        status: KeyStatus::parse(r.get(3))?,
+        created_at: Timestamp(r.get(4)),
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, role, created_at, image_quota";
+const KEY_COLUMNS: &str = "secret_id, account_id, sealed_secret, status, created_at";
+const PUT_IMAGE: &str = "INSERT INTO images (id, kind, region, owner_id, state, name, created_at, doc)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, region = excluded.region,
+       owner_id = excluded.owner_id, state = excluded.state, name = excluded.name,
+       created_at = excluded.created_at, doc = excluded.doc";
+
+async fn put_image<C: tokio_postgres::GenericClient>(client: &C, image: &Image) -> Result<()> {
+    let doc = encode_image(image)?;
+    client
+        .execute(
+            PUT_IMAGE,
+            &[
+                &image.id.as_str(),
+                &image.kind.as_str(),
+                &image.region,
+                &owner_column(image),
+                &image.state.as_str(),
+                &image.name,
+                &image.created_at.0,
+                &doc,
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(db_err)
+}
+
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn create_account(&self, name: &str, role: Role, now: Timestamp) -> Result<Result<AccountRecord, Refused>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "INSERT INTO accounts (name, role, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO NOTHING RETURNING {ACCOUNT_COLUMNS}"
+                ),
+                &[&name, &role.as_str(), &now.0],
+            )
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(r) => to_account(&r).map(Ok),
+            None => Ok(Err(Refused::DuplicateAccountName)),
+        }
+    }
+
+    async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"), &[&(id.0 as i64)])
+            .await
+            .map_err(db_err)?
+            .map(|r| to_account(&r))
+            .transpose()
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>> {
+        let conn = self.conn().await?;
+        let rows =
+            conn.query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"), &[]).await.map_err(db_err)?;
+        rows.iter().map(to_account).collect()
+    }
+
+    async fn set_image_quota(&self, id: AccountId, quota: Option<u32>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute("UPDATE accounts SET image_quota = $1 WHERE id = $2", &[&quota.map(i64::from), &(id.0 as i64)])
+            .await
+            .map(|n| n == 1)
+            .map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(
+            &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+            &[&key.secret_id, &(key.account.0 as i64), &key.sealed_secret, &key.status.as_str(), &key.created_at.0],
+        )
+        .await
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
+    async fn get_key(&self, secret_id: &str) -> Result<Option<KeyRecord>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_id = $1"), &[&secret_id])
+            .await
+            .map_err(db_err)?
+            .map(|r| to_key(&r))
+            .transpose()
+    }
+
+    async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<KeyRecord>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE $1::BIGINT IS NULL OR account_id = $1
+                     ORDER BY created_at, secret_id"
+                ),
+                &[&account.map(|a| a.0 as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(to_key).collect()
+    }
+
+    async fn set_key_status(&self, secret_id: &str, status: KeyStatus) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute("UPDATE api_keys SET status = $1 WHERE secret_id = $2", &[&status.as_str(), &secret_id])
+            .await
+            .map(|n| n == 1)
+            .map_err(db_err)
+    }
+
+    async fn delete_key(&self, secret_id: &str) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute("DELETE FROM api_keys WHERE secret_id = $1", &[&secret_id]).await.map(|n| n == 1).map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl ImageStore for PostgresStore {
+    async fn put_images(&self, images: &[Image]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        for image in images {
+            put_image(&tx, image).await?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn insert_custom_image(&self, image: &Image, quota: u32) -> Result<Result<(), Refused>> {
+        let Some(owner) = owner_column(image) else {
+            return Err(MetaStoreError::Backend("a custom image needs an owner".into()));
+        };
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        // Serialise inserts per owner: the count below then cannot race another insert.
+        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&owner]).await.map_err(db_err)?;
+        let row = tx
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM images WHERE owner_id = $1 AND region = $2),
+                        EXISTS (SELECT 1 FROM images WHERE owner_id = $1 AND region = $2 AND name = $3),
+                        EXISTS (SELECT 1 FROM images WHERE id = $4)",
+                &[&owner, &image.region, &image.name, &image.id.as_str()],
+            )
+            .await
+            .map_err(db_err)?;
+        let (count, name_taken, id_taken): (i64, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if id_taken {
+            return Ok(Err(Refused::DuplicateId));
+        }
+        if name_taken {
+            return Ok(Err(Refused::DuplicateName));
+        }
+        if count >= i64::from(quota) {
+            return Ok(Err(Refused::QuotaExceeded));
+        }
+        put_image(&tx, image).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    async fn get_image(&self, id: &ImageId) -> Result<Option<Image>> {
+        let conn = self.conn().await?;
+        conn.query_opt("SELECT doc FROM images WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(db_err)?
+            .map(|r| decode_image(r.get(0)))
+            .transpose()
+    }
+
+    async fn visible_images(&self, caller: AccountId, region: &str) -> Result<Vec<VisibleImage>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT doc, false FROM images WHERE owner_id IS NULL
+                 UNION ALL
+                 SELECT doc, false FROM images WHERE owner_id = $1 AND region = $2
+                 UNION ALL
+                 SELECT i.doc, true FROM image_shares s JOIN images i ON i.id = s.image_id
+                   WHERE s.account_id = $1 AND i.region = $2",
+                &[&(caller.0 as i64), &region],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| Ok(VisibleImage { image: decode_image(r.get(0))?, shared_with_caller: r.get(1) })).collect()
+    }
+
+    async fn count_custom_images(&self, owner: AccountId, region: &str) -> Result<u64> {
+        let conn = self.conn().await?;
+        let n: i64 = conn
+            .query_one("SELECT COUNT(*) FROM images WHERE owner_id = $1 AND region = $2", &[&(owner.0 as i64), &region])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        Ok(n.unsigned_abs())
+    }
+
+    async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "INSERT INTO image_shares (image_id, account_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&image.as_str(), &(account.0 as i64), &now.0],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+}
+
+/// Test support: a fresh schema on the database named by `IMAGED_TEST_PG_URL`, or `None`
+/// (after saying so on stderr) when the variable is unset.
+pub async fn test_store(label: &str) -> Option<PostgresStore> {
+    let Ok(url) = std::env::var("IMAGED_TEST_PG_URL") else {
+        eprintln!("IMAGED_TEST_PG_URL is not set: skipping the PostgreSQL half of `{label}`");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let schema = format!("t_{}_{}_{}", label, std::process::id(), nanos);
+    match PostgresStore::connect(&url, Some(&schema)).await {
+        Ok(store) => Some(store),
+        Err(e) => panic!("IMAGED_TEST_PG_URL is set but PostgreSQL is unusable: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn postgres_passes_the_conformance_suite() {
+        if let Some(store) = test_store("conformance").await {
+            crate::testsuite::run(&store).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_migrations_run_once_per_schema() {
+        let Some(store) = test_store("migrations").await else {
+            return;
+        };
+        let conn = store.conn().await.expect("conn");
+        let n: i64 = conn.query_one("SELECT COUNT(*) FROM schema_migrations", &[]).await.expect("count").get(0);
+        assert_eq!(n, MIGRATIONS.len() as i64);
+    }
+}
