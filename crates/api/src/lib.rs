@@ -1,1 +1,19 @@
-//! stub
+//! The Tencent Cloud API 3.0 surface of imaged.
+//!
+//! Layout:
+//! - [`tc3`]: TC3-HMAC-SHA256 parsing, canonicalisation and verification.
+//! - [`params`]: per-action parameter schemas; POST JSON and flattened GET queries coerced.
+//! - [`error`]: every error code in one list, and [`ApiError`] with English/Chinese messages.
+//! - `server`: the axum router, the request pipeline and Tencent's envelope.
+//! - `cvm`: CVM `2017-03-12` actions.
+//!
+//! This crate parses and answers; the use cases live in `imaged-app`.
+
+mod cvm;
+pub mod error;
+pub mod params;
+mod server;
+pub mod tc3;
+
+pub use error::ApiError;
+pub use server::{router, serve, MAX_POST_BYTES, MAX_QUERY_BYTES};

@@ -4,7 +4,7 @@
 //! quota, the shares it received and the catalogue); this module filters and pages them.
 
 use crate::ids::ImageId;
-use crate::image::{Image, ImageType};
+use crate::image::{Architecture, Image, ImageType};
 
 /// At most this many filters per request.
 pub const MAX_FILTERS: usize = 10;
@@ -80,6 +80,7 @@ enum Criterion {
 pub struct ImageQuery {
     ids: Option<Vec<ImageId>>,
     criteria: Vec<Criterion>,
+    architectures: Option<Vec<Architecture>>,
 }
 
 fn lower(values: &[String]) -> Vec<String> {
@@ -106,7 +107,13 @@ impl ImageQuery {
             return Err(QueryError::TooManyFilters);
         }
         let criteria = filters.iter().map(Self::criterion).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { ids, criteria })
+        Ok(Self { ids, criteria, architectures: None })
+    }
+
+    /// Restricts the query to images of these architectures (`DescribeImages.InstanceType`).
+    pub fn restrict_architectures(mut self, architectures: &[Architecture]) -> Self {
+        self.architectures = Some(architectures.to_vec());
+        self
     }
 
     fn criterion(f: &Filter) -> Result<Criterion, QueryError> {
@@ -145,6 +152,11 @@ impl ImageQuery {
     pub fn matches(&self, image: &Image, seen_as: ImageType) -> bool {
         if let Some(ids) = &self.ids {
             if !ids.contains(&image.id) {
+                return false;
+            }
+        }
+        if let Some(archs) = &self.architectures {
+            if !archs.contains(&image.architecture) {
                 return false;
             }
         }
@@ -274,6 +286,8 @@ mod tests {
         assert!(q(&[filter("image-type", &["PRIVATE_IMAGE", "PUBLIC_IMAGE"])]).matches(&img, ImageType::PublicImage));
         assert!(q(&[filter("image-id", &["img-eb30mz89"])]).matches(&img, ImageType::PublicImage));
         assert!(!q(&[filter("dedicated-cluster-id", &["cluster-1"])]).matches(&img, ImageType::PublicImage));
+        assert!(!q(&[]).restrict_architectures(&[Architecture::Arm]).matches(&img, ImageType::PublicImage));
+        assert!(q(&[]).restrict_architectures(&[Architecture::X86_64]).matches(&img, ImageType::PublicImage));
     }
 
     #[test]

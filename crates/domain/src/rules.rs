@@ -1,7 +1,7 @@
 //! The seeds' rules as functions: quotas, visibility, licence fees, marketplace regions, names.
 
 use crate::ids::AccountId;
-use crate::image::{Image, ImageKind, ImageType, ReleaseStatus};
+use crate::image::{Architecture, Image, ImageKind, ImageType, ReleaseStatus};
 use crate::region::Region;
 
 /// Custom images per region per account (seeds: "Each region only supports a maximum of 10").
@@ -75,6 +75,19 @@ pub fn licence_fee_applies(image: &Image, region: &Region) -> bool {
 /// Whether an account must apply before using the image (beta public images, per the seeds).
 pub fn requires_application(image: &Image) -> bool {
     image.release_status == ReleaseStatus::Beta
+}
+
+/// The architectures an instance type runs, or `None` when the type is malformed.
+///
+/// Instance types look like `S5.LARGE8` or `SA5.MEDIUM2`: a family, a dot, a size. ARM families
+/// start with `SR`; every other family is x86 and runs 64- and 32-bit x86 images.
+pub fn architectures_for_instance_type(instance_type: &str) -> Option<&'static [Architecture]> {
+    let (family, size) = instance_type.split_once('.')?;
+    let well_formed = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if !well_formed(family) || !well_formed(size) || !family.as_bytes()[0].is_ascii_uppercase() {
+        return None;
+    }
+    Some(if family.starts_with("SR") { &[Architecture::Arm] } else { &[Architecture::X86_64, Architecture::I386] })
 }
 
 /// Why a name or description is refused.
@@ -177,6 +190,15 @@ mod tests {
         assert!(licence_fee_applies(&windows, hk));
         assert!(!licence_fee_applies(&windows, gz));
         assert!(!licence_fee_applies(&linux, hk));
+    }
+
+    #[test]
+    fn instance_types_map_to_architectures() {
+        assert_eq!(architectures_for_instance_type("SR1.MEDIUM2"), Some(&[Architecture::Arm][..]));
+        assert_eq!(architectures_for_instance_type("S5.LARGE8"), Some(&[Architecture::X86_64, Architecture::I386][..]));
+        for bad in ["S5", "s5.large8", ".LARGE8", "S5.", "S5.LARGE.8", "5S.LARGE"] {
+            assert_eq!(architectures_for_instance_type(bad), None, "{bad}");
+        }
     }
 
     #[test]

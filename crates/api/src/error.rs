@@ -1,0 +1,217 @@
+//! Every error code the API can return, in one place, and [`ApiError`], which answers in
+//! Tencent's envelope with a message in English or Chinese.
+
+use imaged_app::AppError;
+use imaged_domain::query::QueryError;
+
+/// The error codes this service returns (Tencent's own spellings; clients match on them).
+pub mod code {
+    /// The key is unknown or disabled.
+    pub const SECRET_ID_NOT_FOUND: &str = "AuthFailure.SecretIdNotFound";
+    /// The `Authorization` header is missing, malformed or not TC3.
+    pub const INVALID_AUTHORIZATION: &str = "AuthFailure.InvalidAuthorization";
+    /// Timestamp more than 300 s from the server's clock.
+    pub const SIGNATURE_EXPIRE: &str = "AuthFailure.SignatureExpire";
+    /// The signature, scope date or scope service does not match.
+    pub const SIGNATURE_FAILURE: &str = "AuthFailure.SignatureFailure";
+    /// A temporary-credential token that this service cannot honour.
+    pub const TOKEN_FAILURE: &str = "AuthFailure.TokenFailure";
+    /// The caller's account may not do this.
+    pub const UNAUTHORIZED_OPERATION: &str = "AuthFailure.UnauthorizedOperation";
+    /// Something failed inside the service.
+    pub const INTERNAL_ERROR: &str = "InternalError";
+    /// Unknown action.
+    pub const INVALID_ACTION: &str = "InvalidAction";
+    /// Bad parameter format or type.
+    pub const INVALID_PARAMETER: &str = "InvalidParameter";
+    /// Bad parameter value.
+    pub const INVALID_PARAMETER_VALUE: &str = "InvalidParameterValue";
+    /// A required parameter is missing.
+    pub const MISSING_PARAMETER: &str = "MissingParameter";
+    /// Unknown product (service).
+    pub const NO_SUCH_PRODUCT: &str = "NoSuchProduct";
+    /// Unknown API version.
+    pub const NO_SUCH_VERSION: &str = "NoSuchVersion";
+    /// Request body or query string over the size limit.
+    pub const REQUEST_SIZE_LIMIT_EXCEEDED: &str = "RequestSizeLimitExceeded";
+    /// A parameter this action does not define.
+    pub const UNKNOWN_PARAMETER: &str = "UnknownParameter";
+    /// Only GET and POST.
+    pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
+    /// `ImageIds` together with `Filters`.
+    pub const COEXIST_IMAGE_IDS_FILTERS: &str = "InvalidParameter.InvalidParameterCoexistImageIdsFilters";
+    /// Unknown filter name.
+    pub const INVALID_FILTER: &str = "InvalidFilter";
+    /// Too many values in a filter.
+    pub const INVALID_FILTER_VALUE_LIMIT_EXCEEDED: &str = "InvalidFilterValue.LimitExceeded";
+    /// Too many values in a list parameter.
+    pub const INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED: &str = "InvalidParameterValue.LimitExceeded";
+    /// `Limit` out of range.
+    pub const INVALID_PARAMETER_VALUE_LIMIT: &str = "InvalidParameterValue.InvalidParameterValueLimit";
+    /// Malformed image id.
+    pub const INVALID_IMAGE_ID_MALFORMED: &str = "InvalidImageId.Malformed";
+    /// Malformed instance type.
+    pub const INVALID_INSTANCE_TYPE_MALFORMED: &str = "InvalidInstanceType.Malformed";
+    /// Unknown region.
+    pub const INVALID_REGION_NOT_FOUND: &str = "InvalidRegion.NotFound";
+    /// Region exists but is not available.
+    pub const INVALID_REGION_UNAVAILABLE: &str = "InvalidRegion.Unavailable";
+
+    /// Every code above, for documentation and tests.
+    pub const ALL: &[&str] = &[
+        SECRET_ID_NOT_FOUND,
+        INVALID_AUTHORIZATION,
+        SIGNATURE_EXPIRE,
+        SIGNATURE_FAILURE,
+        TOKEN_FAILURE,
+        UNAUTHORIZED_OPERATION,
+        INTERNAL_ERROR,
+        INVALID_ACTION,
+        INVALID_PARAMETER,
+        INVALID_PARAMETER_VALUE,
+        MISSING_PARAMETER,
+        NO_SUCH_PRODUCT,
+        NO_SUCH_VERSION,
+        REQUEST_SIZE_LIMIT_EXCEEDED,
+        UNKNOWN_PARAMETER,
+        UNSUPPORTED_PROTOCOL,
+        COEXIST_IMAGE_IDS_FILTERS,
+        INVALID_FILTER,
+        INVALID_FILTER_VALUE_LIMIT_EXCEEDED,
+        INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
+        INVALID_PARAMETER_VALUE_LIMIT,
+        INVALID_IMAGE_ID_MALFORMED,
+        INVALID_INSTANCE_TYPE_MALFORMED,
+        INVALID_REGION_NOT_FOUND,
+        INVALID_REGION_UNAVAILABLE,
+    ];
+}
+
+/// The language of `Error.Message`, from `X-TC-Language` (Tencent's default is Chinese).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// `zh-CN`, the default.
+    Chinese,
+    /// `en-US`.
+    English,
+}
+
+impl Language {
+    /// From the header value; anything but `en-US` means Chinese, as on Tencent Cloud.
+    pub fn from_header(value: Option<&str>) -> Self {
+        match value {
+            Some(v) if v.eq_ignore_ascii_case("en-US") => Language::English,
+            _ => Language::Chinese,
+        }
+    }
+}
+
+/// An API error: a code from [`code`] and a message in both languages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The code.
+    pub code: &'static str,
+    /// English message.
+    pub en: String,
+    /// Chinese message.
+    pub zh: String,
+}
+
+impl ApiError {
+    /// An error with messages in both languages.
+    pub fn new(code: &'static str, en: impl Into<String>, zh: impl Into<String>) -> Self {
+        Self { code, en: en.into(), zh: zh.into() }
+    }
+
+    /// The message in `lang`.
+    pub fn message(&self, lang: Language) -> &str {
+        match lang {
+            Language::English => &self.en,
+            Language::Chinese => &self.zh,
+        }
+    }
+
+    /// An internal failure: logged in full here, answered without detail.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!("internal error: {cause}");
+        Self::new(code::INTERNAL_ERROR, "An internal error occurred. Please retry later.", "内部错误，请稍后重试。")
+    }
+
+    /// A required parameter is missing.
+    pub fn missing(name: &str) -> Self {
+        Self::new(
+            code::MISSING_PARAMETER,
+            format!("The request is missing a required parameter `{name}`."),
+            format!("缺少必需参数 `{name}`。"),
+        )
+    }
+
+    /// A parameter has the wrong type or format.
+    pub fn invalid_parameter(name: &str, what: &str) -> Self {
+        Self::new(
+            code::INVALID_PARAMETER,
+            format!("The parameter `{name}` is invalid: {what}."),
+            format!("参数 `{name}` 格式错误：{what}。"),
+        )
+    }
+
+    /// A parameter's value is not acceptable.
+    pub fn invalid_value(code: &'static str, en: String) -> Self {
+        let zh = format!("参数取值错误：{en}");
+        Self::new(code, en, zh)
+    }
+
+    /// The signature does not verify.
+    pub fn signature_failure(why: &str) -> Self {
+        Self::new(
+            code::SIGNATURE_FAILURE,
+            format!("The provided credentials could not be validated ({why}). Please check your signature is correct."),
+            format!("请求签名验证失败（{why}），请检查您的签名计算是否正确。"),
+        )
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        let c = match &e {
+            QueryError::IdsAndFilters => code::COEXIST_IMAGE_IDS_FILTERS,
+            QueryError::UnknownFilter(_) => code::INVALID_FILTER,
+            QueryError::TooManyValues(_) => code::INVALID_FILTER_VALUE_LIMIT_EXCEEDED,
+            QueryError::TooManyFilters | QueryError::TooManyIds => code::INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
+            QueryError::NoValues(_) | QueryError::BadImageType(_) => code::INVALID_PARAMETER_VALUE,
+            QueryError::MalformedImageId(_) => code::INVALID_IMAGE_ID_MALFORMED,
+            QueryError::LimitTooLarge => code::INVALID_PARAMETER_VALUE_LIMIT,
+        };
+        Self::invalid_value(c, e.to_string())
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_dotted_tencent_style() {
+        let mut seen = std::collections::HashSet::new();
+        for c in code::ALL {
+            assert!(seen.insert(c), "{c} listed twice");
+            assert!(c.split('.').all(|part| part.chars().next().is_some_and(|ch| ch.is_ascii_uppercase())), "{c}");
+        }
+    }
+
+    #[test]
+    fn language_defaults_to_chinese_like_tencent() {
+        assert_eq!(Language::from_header(None), Language::Chinese);
+        assert_eq!(Language::from_header(Some("zh-CN")), Language::Chinese);
+        assert_eq!(Language::from_header(Some("en-US")), Language::English);
+        let e = ApiError::missing("ImageId");
+        assert!(e.message(Language::English).contains("ImageId"));
+        assert!(e.message(Language::Chinese).contains("缺少"));
+    }
+}

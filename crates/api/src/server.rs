@@ -1,0 +1,396 @@
+//! The HTTP edge: one handler at `/` that checks method and size, verifies the TC3 signature,
+//! routes on (service from the credential scope, `X-TC-Version`, `X-TC-Action`), checks the
+//! parameters against the action's schema and answers in Tencent's envelope. `/healthz` answers
+//! 200 once the server accepts requests.
+
+use std::future::Future;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, Request};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use imaged_app::Service;
+use imaged_domain::time::Timestamp;
+use tokio::net::TcpListener;
+
+use crate::cvm::{self, Ctx};
+use crate::error::{code, ApiError, Language};
+use crate::params::{self, Field};
+use crate::tc3::{self, Authorization, SignedRequest};
+
+/// Largest POST body (TC3): 10 MB.
+pub const MAX_POST_BYTES: usize = 10 * 1024 * 1024;
+/// Largest GET query string: 32 KB.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+
+/// Services, each with the API versions it serves.
+const SERVICES: &[(&str, &[&str])] = &[("cvm", &["2017-03-12"]), ("tke", &["2018-05-25", "2022-05-01"])];
+
+/// Whether an action needs `X-TC-Region`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegionUse {
+    Required,
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActionId {
+    DescribeImages,
+    DescribeImageQuota,
+    DescribeRegions,
+    DescribeZones,
+}
+
+struct Action {
+    service: &'static str,
+    version: &'static str,
+    name: &'static str,
+    params: &'static [Field],
+    region: RegionUse,
+    id: ActionId,
+}
+
+const ACTIONS: &[Action] = &[
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "DescribeImages",
+        params: cvm::DESCRIBE_IMAGES,
+        region: RegionUse::Required,
+        id: ActionId::DescribeImages,
+    },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "DescribeImageQuota",
+        params: cvm::NONE,
+        region: RegionUse::Required,
+        id: ActionId::DescribeImageQuota,
+    },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "DescribeRegions",
+        params: cvm::NONE,
+        region: RegionUse::Ignored,
+        id: ActionId::DescribeRegions,
+    },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "DescribeZones",
+        params: cvm::NONE,
+        region: RegionUse::Required,
+        id: ActionId::DescribeZones,
+    },
+];
+
+/// Builds the router over `service`.
+pub fn router(service: Service) -> Router {
+    Router::new().route("/healthz", get(healthz)).fallback(api).with_state(service)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // Unique enough for correlation even without system randomness.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        b = nanos.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// Wraps an action's response object (or an error) in `{"Response": {…, "RequestId": …}}`.
+fn envelope(request_id: &str, result: Result<Vec<u8>, ApiError>, lang: Language) -> Vec<u8> {
+    match result {
+        Ok(mut obj) => {
+            // `obj` is a serialised JSON object: splice RequestId in before its closing brace.
+            obj.pop();
+            let mut out = Vec::with_capacity(obj.len() + 80);
+            out.extend_from_slice(b"{\"Response\":");
+            out.extend_from_slice(&obj);
+            if obj.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"RequestId\":\"");
+            out.extend_from_slice(request_id.as_bytes());
+            out.extend_from_slice(b"\"}}");
+            out
+        }
+        Err(e) => serde_json::to_vec(&serde_json::json!({
+            "Response": {"Error": {"Code": e.code, "Message": e.message(lang)}, "RequestId": request_id}
+        }))
+        .unwrap_or_default(),
+    }
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+async fn api(State(service): State<Service>, req: Request<Body>) -> Response {
+    let lang = Language::from_header(req.headers().get("x-tc-language").and_then(|v| v.to_str().ok()));
+    let id = request_id();
+    // Run the request in its own task: a panic anywhere becomes an InternalError envelope.
+    let result = match tokio::spawn(handle(service, req)).await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::internal(&format!("request task failed: {e}"))),
+    };
+    if let Err(e) = &result {
+        tracing::debug!(request_id = %id, code = e.code, "request refused");
+    }
+    json_response(envelope(&id, result, lang))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn size_exceeded(what: &str, limit: usize) -> ApiError {
+    ApiError::new(
+        code::REQUEST_SIZE_LIMIT_EXCEEDED,
+        format!("The {what} exceeds the limit of {limit} bytes."),
+        format!("请求{what}超过 {limit} 字节的限制。"),
+    )
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let declared = header(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_POST_BYTES as u64) {
+        return Err(size_exceeded("body", MAX_POST_BYTES));
+    }
+    axum::body::to_bytes(body, MAX_POST_BYTES).await.map_err(|_| size_exceeded("body", MAX_POST_BYTES))
+}
+
+fn now() -> i64 {
+    imaged_app::service::now().0
+}
+
+async fn handle(service: Service, req: Request<Body>) -> Result<Vec<u8>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let method = parts.method.as_str();
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(ApiError::new(
+            code::UNSUPPORTED_PROTOCOL,
+            format!("HTTP method {method} is not supported: use GET or POST."),
+            format!("不支持 HTTP 方法 {method}，请使用 GET 或 POST。"),
+        ));
+    }
+    let headers = &parts.headers;
+    let query = parts.uri.query().unwrap_or("");
+    let body = if parts.method == Method::POST {
+        read_body(headers, body).await?
+    } else {
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(size_exceeded("query string", MAX_QUERY_BYTES));
+        }
+        Bytes::new()
+    };
+
+    // Authentication.
+    let auth =
+        authenticate(&service, headers, method, if parts.method == Method::GET { query } else { "" }, &body).await?;
+
+    // Routing on (service from the scope, version, action).
+    let action_name =
+        header(headers, "x-tc-action").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::missing("X-TC-Action"))?;
+    let version =
+        header(headers, "x-tc-version").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::missing("X-TC-Version"))?;
+    let action = route(&auth.1, version, action_name)?;
+
+    // Parameters.
+    let raw = if parts.method == Method::GET {
+        params::from_query(query)?
+    } else {
+        let ct = header(headers, CONTENT_TYPE.as_str()).unwrap_or("");
+        if !ct.trim_start().to_ascii_lowercase().starts_with("application/json") {
+            return Err(ApiError::invalid_parameter("Content-Type", "a POST body must be application/json"));
+        }
+        params::from_json(&body)?
+    };
+    let params = params::coerce(raw, action.params)?;
+
+    // Region.
+    let region = match action.region {
+        RegionUse::Ignored => None,
+        RegionUse::Required => {
+            let name =
+                header(headers, "x-tc-region").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::missing("Region"))?;
+            let region = service.regions().get(name).ok_or_else(|| {
+                ApiError::invalid_value(code::INVALID_REGION_NOT_FOUND, format!("The region `{name}` does not exist."))
+            })?;
+            if !region.available {
+                return Err(ApiError::invalid_value(
+                    code::INVALID_REGION_UNAVAILABLE,
+                    format!("The region `{name}` is not available."),
+                ));
+            }
+            Some(region.clone())
+        }
+    };
+
+    let ctx = Ctx { service: &service, caller: auth.0, region: region.as_ref() };
+    match action.id {
+        ActionId::DescribeImages => cvm::describe_images(&ctx, params).await,
+        ActionId::DescribeImageQuota => cvm::describe_image_quota(&ctx).await,
+        ActionId::DescribeRegions => cvm::describe_regions(&ctx),
+        ActionId::DescribeZones => cvm::describe_zones(&ctx),
+    }
+}
+
+/// Verifies the request's TC3 signature; returns the caller and the scope's service.
+async fn authenticate(
+    service: &Service,
+    headers: &HeaderMap,
+    method: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<(imaged_domain::AccountId, String), ApiError> {
+    let invalid_auth = |why: &str| {
+        ApiError::new(
+            code::INVALID_AUTHORIZATION,
+            format!("The Authorization header is invalid: {why}. Only TC3-HMAC-SHA256 is supported."),
+            format!("Authorization 头部无效：{why}。仅支持 TC3-HMAC-SHA256 签名。"),
+        )
+    };
+    let header_value = header(headers, "authorization").ok_or_else(|| invalid_auth("missing"))?;
+    let auth = Authorization::parse(header_value).ok_or_else(|| invalid_auth("malformed"))?;
+    if !auth.signed_headers.iter().any(|h| h == "content-type") || !auth.signed_headers.iter().any(|h| h == "host") {
+        return Err(invalid_auth("SignedHeaders must include content-type and host"));
+    }
+    if header(headers, "x-tc-token").is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::new(
+            code::TOKEN_FAILURE,
+            "Temporary credentials are not issued by this service; the token is invalid.",
+            "本服务不签发临时凭证，令牌无效。",
+        ));
+    }
+    let ts_text = header(headers, "x-tc-timestamp").ok_or_else(|| ApiError::missing("X-TC-Timestamp"))?;
+    let ts: i64 =
+        ts_text.trim().parse().map_err(|_| ApiError::invalid_parameter("X-TC-Timestamp", "expected Unix seconds"))?;
+    let skew = now().saturating_sub(ts).saturating_abs();
+    if skew > tc3::MAX_CLOCK_SKEW_SECS {
+        return Err(ApiError::new(
+            code::SIGNATURE_EXPIRE,
+            format!("The signature expired: the timestamp {ts} is {skew} s away from the server time (limit 300 s)."),
+            format!("签名过期：时间戳 {ts} 与服务器时间相差 {skew} 秒（上限 300 秒）。"),
+        ));
+    }
+    let principal = service.principal(&auth.secret_id).await?.ok_or_else(|| {
+        ApiError::new(
+            code::SECRET_ID_NOT_FOUND,
+            "The SecretId is not found or is disabled.",
+            "密钥不存在或已被禁用，请检查 SecretId。",
+        )
+    })?;
+    if auth.date != Timestamp(ts).utc_date() {
+        return Err(ApiError::signature_failure("the credential scope date is not the UTC date of X-TC-Timestamp"));
+    }
+    // A Host such as `cvm.example.com` names its service: it must agree with the scope.
+    let host = header(headers, "host").unwrap_or("");
+    let host_label = host.split_once("://").map_or(host, |(_, rest)| rest).split('.').next().unwrap_or("");
+    if SERVICES.iter().any(|(s, _)| *s == host_label) && host_label != auth.service {
+        return Err(ApiError::signature_failure("the credential scope service does not match the host"));
+    }
+    let values: Vec<Option<&str>> = auth.signed_headers.iter().map(|h| header(headers, h)).collect();
+    let unsigned_payload = header(headers, "x-tc-content-sha256").is_some_and(|v| v == tc3::UNSIGNED_PAYLOAD);
+    let req = SignedRequest { method, query, header_values: &values, body, unsigned_payload };
+    if !tc3::verify(&auth, &req, ts_text, &principal.secret_key) {
+        return Err(ApiError::signature_failure("signature mismatch"));
+    }
+    Ok((principal.account, auth.service))
+}
+
+/// Finds the action. A scope naming a service that does not serve this version, while another
+/// service does, is a signature failure (the client signed for the wrong service).
+fn route(scope_service: &str, version: &str, action: &str) -> Result<&'static Action, ApiError> {
+    let owner = SERVICES.iter().find(|(_, versions)| versions.contains(&version)).map(|(s, _)| *s);
+    match SERVICES.iter().find(|(s, _)| *s == scope_service) {
+        _ if owner.is_some_and(|o| o != scope_service) => {
+            return Err(ApiError::signature_failure(&format!(
+                "the credential scope names service `{scope_service}`, but version {version} belongs to `{}`",
+                owner.unwrap_or_default()
+            )))
+        }
+        None => {
+            return Err(ApiError::new(
+                code::NO_SUCH_PRODUCT,
+                format!("The product `{scope_service}` does not exist."),
+                format!("产品 `{scope_service}` 不存在。"),
+            ))
+        }
+        Some(_) if owner.is_none() => {
+            return Err(ApiError::new(
+                code::NO_SUCH_VERSION,
+                format!("The API version `{version}` does not exist for `{scope_service}`."),
+                format!("`{scope_service}` 不存在 API 版本 `{version}`。"),
+            ))
+        }
+        Some(_) => {}
+    }
+    ACTIONS.iter().find(|a| a.service == scope_service && a.version == version && a.name == action).ok_or_else(|| {
+        ApiError::new(
+            code::INVALID_ACTION,
+            format!("The action `{action}` does not exist in {scope_service} {version}."),
+            format!("接口 `{action}` 在 {scope_service} {version} 中不存在。"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_distinguishes_product_version_action_and_scope_mismatch() {
+        assert_eq!(route("cvm", "2017-03-12", "DescribeImages").map(|a| a.id).ok(), Some(ActionId::DescribeImages));
+        let code_of = |s, v, a| route(s, v, a).err().map(|e| e.code);
+        assert_eq!(code_of("cvm", "2017-03-12", "Nope"), Some(code::INVALID_ACTION));
+        assert_eq!(code_of("cvm", "1999-01-01", "DescribeImages"), Some(code::NO_SUCH_VERSION));
+        assert_eq!(code_of("cbs", "1999-01-01", "DescribeImages"), Some(code::NO_SUCH_PRODUCT));
+        assert_eq!(code_of("tke", "2017-03-12", "DescribeImages"), Some(code::SIGNATURE_FAILURE));
+        assert_eq!(code_of("cbs", "2017-03-12", "DescribeImages"), Some(code::SIGNATURE_FAILURE));
+        assert_eq!(code_of("tke", "2018-05-25", "DescribeImages"), Some(code::INVALID_ACTION));
+    }
+
+    #[test]
+    fn envelopes_carry_the_request_id_on_success_and_error() {
+        let ok = envelope("rid", Ok(br#"{"TotalCount":1}"#.to_vec()), Language::English);
+        assert_eq!(ok, br#"{"Response":{"TotalCount":1,"RequestId":"rid"}}"#);
+        let empty = envelope("rid", Ok(b"{}".to_vec()), Language::English);
+        assert_eq!(empty, br#"{"Response":{"RequestId":"rid"}}"#);
+        let err = envelope("rid", Err(ApiError::missing("X")), Language::English);
+        let v: serde_json::Value = serde_json::from_slice(&err).expect("json");
+        assert_eq!(v["Response"]["Error"]["Code"], "MissingParameter");
+        assert_eq!(v["Response"]["RequestId"], "rid");
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+        assert_ne!(id, request_id());
+    }
+}

@@ -1,0 +1,365 @@
+//! [`Service`]: the use cases behind the API and the operator commands.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use imaged_domain::ids::secret_key_from_random;
+use imaged_domain::query::{sort_for_listing, ImageQuery, Page};
+use imaged_domain::rules::{self, Limits};
+use imaged_domain::time::Timestamp;
+use imaged_domain::{catalog, AccountId, Image, ImageType, Region, RegionCatalog, SecretId};
+use imaged_metastore::{AccountRecord, KeyRecord, KeyStatus, MetaStore, MetaStoreError, Role};
+
+use crate::secrets::{random_bytes, write_private_file, MasterKey, SecretsError};
+
+/// File name of the administrator's credentials in the data directory.
+pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// Name of the administrator account created on first start.
+pub const ADMIN_ACCOUNT_NAME: &str = "admin";
+
+/// What a use case can fail with, beyond the domain's own validation errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The metadata store failed.
+    #[error(transparent)]
+    Store(#[from] MetaStoreError),
+    /// Sealing or unsealing a secret failed.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// Writing a file in the data directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An account of that name exists.
+    #[error("an account named `{0}` already exists")]
+    DuplicateAccount(String),
+    /// No such account.
+    #[error("no account {0}")]
+    NoSuchAccount(AccountId),
+}
+
+/// An account's identity and one API key, in the shape of `credentials.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// The account id, as a decimal string (as the API carries account ids).
+    pub account_id: String,
+    /// The key id.
+    pub secret_id: String,
+    /// The secret key; shown once.
+    pub secret_key: String,
+}
+
+/// An API key as listed to the operator: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    /// The key id.
+    pub secret_id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// `enabled` or `disabled`.
+    pub status: &'static str,
+    /// Creation time, ISO 8601.
+    pub created_time: String,
+}
+
+/// Who is calling, once the key is known: the account and the secret to verify the signature.
+#[derive(Clone)]
+pub struct Principal {
+    /// The calling account.
+    pub account: AccountId,
+    /// The key's secret, to recompute the signature with. Never logged.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal").field("account", &self.account).finish_non_exhaustive()
+    }
+}
+
+/// One page of `DescribeImages`.
+#[derive(Debug, Clone)]
+pub struct ImageListing {
+    /// Matches in all, not just this page.
+    pub total: u64,
+    /// The page: each image with its type as the caller sees it.
+    pub items: Vec<(Image, ImageType)>,
+}
+
+/// The service's use cases over one metadata store.
+#[derive(Clone)]
+pub struct Service {
+    store: Arc<dyn MetaStore>,
+    regions: Arc<RegionCatalog>,
+    limits: Limits,
+    master_key: MasterKey,
+}
+
+/// The current time.
+pub fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+impl Service {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn MetaStore>, regions: RegionCatalog, limits: Limits, master_key: MasterKey) -> Self {
+        Self { store, regions: Arc::new(regions), limits, master_key }
+    }
+
+    /// The configured regions.
+    pub fn regions(&self) -> &RegionCatalog {
+        &self.regions
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The metadata store (operator tools and tests).
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// First-start work, idempotent: adds missing catalogue images, and creates the administrator
+    /// account with one key when there is none, writing `data_dir/credentials.json` (0600).
+    /// Returns the new administrator credentials, if they were created now.
+    pub async fn bootstrap(&self, data_dir: &Path) -> Result<Option<Credentials>, AppError> {
+        let mut missing = Vec::new();
+        for image in catalog::public_images().into_iter().chain(catalog::market_images()) {
+            if self.store.get_image(&image.id).await?.is_none() {
+                missing.push(image);
+            }
+        }
+        if !missing.is_empty() {
+            tracing::info!(count = missing.len(), "adding catalogue images");
+            self.store.put_images(&missing).await?;
+        }
+        if self.store.list_accounts().await?.iter().any(|a| a.role == Role::Admin) {
+            return Ok(None);
+        }
+        let creds = match self.create_account(ADMIN_ACCOUNT_NAME, Role::Admin).await {
+            Ok(creds) => creds,
+            // Another instance bootstrapped at the same moment.
+            Err(AppError::DuplicateAccount(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = data_dir.join(CREDENTIALS_FILE);
+        let json = serde_json::to_vec_pretty(&creds).unwrap_or_default();
+        write_private_file(&path, &json).map_err(|source| AppError::Io { path: path.display().to_string(), source })?;
+        tracing::info!(account = %creds.account_id, "created the administrator account");
+        Ok(Some(creds))
+    }
+
+    /// Creates an account and its first API key.
+    pub async fn create_account(&self, name: &str, role: Role) -> Result<Credentials, AppError> {
+        let account = match self.store.create_account(name, role, now()).await? {
+            Ok(account) => account,
+            Err(_) => return Err(AppError::DuplicateAccount(name.to_owned())),
+        };
+        self.create_key(account.id).await
+    }
+
+    /// Every account.
+    pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>, AppError> {
+        Ok(self.store.list_accounts().await?)
+    }
+
+    /// Sets or clears an account's custom-image quota override.
+    pub async fn set_image_quota(&self, account: AccountId, quota: Option<u32>) -> Result<(), AppError> {
+        if self.store.set_image_quota(account, quota).await? {
+            Ok(())
+        } else {
+            Err(AppError::NoSuchAccount(account))
+        }
+    }
+
+    /// Creates a new API key for `account`.
+    pub async fn create_key(&self, account: AccountId) -> Result<Credentials, AppError> {
+        if self.store.get_account(account).await?.is_none() {
+            return Err(AppError::NoSuchAccount(account));
+        }
+        let secret_id = SecretId::from_random(random_bytes()?).0;
+        let secret_key = secret_key_from_random(random_bytes()?);
+        let record = KeyRecord {
+            sealed_secret: self.master_key.seal(&secret_id, &secret_key)?,
+            secret_id: secret_id.clone(),
+            account,
+            status: KeyStatus::Enabled,
+            created_at: now(),
+        };
+        self.store.insert_key(&record).await?;
+        Ok(Credentials { account_id: account.to_string(), secret_id, secret_key })
+    }
+
+    /// Keys of one account or of all, without secrets.
+    pub async fn list_keys(&self, account: Option<AccountId>) -> Result<Vec<KeyInfo>, AppError> {
+        Ok(self
+            .store
+            .list_keys(account)
+            .await?
+            .into_iter()
+            .map(|k| KeyInfo {
+                secret_id: k.secret_id,
+                account_id: k.account.to_string(),
+                status: k.status.as_str(),
+                created_time: k.created_at.iso8601(),
+            })
+            .collect())
+    }
+
+    /// Enables or disables a key; false when there is no such key.
+    pub async fn set_key_enabled(&self, secret_id: &str, enabled: bool) -> Result<bool, AppError> {
+        let status = if enabled { KeyStatus::Enabled } else { KeyStatus::Disabled };
+        Ok(self.store.set_key_status(secret_id, status).await?)
+    }
+
+    /// Deletes a key; false when there is no such key.
+    pub async fn delete_key(&self, secret_id: &str) -> Result<bool, AppError> {
+        Ok(self.store.delete_key(secret_id).await?)
+    }
+
+    /// The principal behind an enabled key, or `None` when the key is unknown or disabled.
+    pub async fn principal(&self, secret_id: &str) -> Result<Option<Principal>, AppError> {
+        match self.store.get_key(secret_id).await? {
+            Some(key) if key.status == KeyStatus::Enabled => Ok(Some(Principal {
+                account: key.account,
+                secret_key: self.master_key.open(&key.secret_id, &key.sealed_secret)?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// `DescribeImages`: what `caller` can see in `region` that matches `query`, one page of it.
+    pub async fn describe_images(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        query: &ImageQuery,
+        page: Page,
+    ) -> Result<ImageListing, AppError> {
+        let candidates = self.store.visible_images(caller, &region.region).await?;
+        let mut matched: Vec<(Image, ImageType)> = candidates
+            .into_iter()
+            .filter_map(|v| {
+                let seen = rules::seen_as(&v.image, caller, region, v.shared_with_caller)?;
+                query.matches(&v.image, seen).then_some((v.image, seen))
+            })
+            .collect();
+        sort_for_listing(&mut matched, |(image, _)| image);
+        let total = matched.len() as u64;
+        let items = page.slice(&matched).to_vec();
+        Ok(ImageListing { total, items })
+    }
+
+    /// `DescribeImageQuota`: the caller's custom-image quota per region.
+    pub async fn image_quota(&self, caller: AccountId) -> Result<u32, AppError> {
+        let account = self.store.get_account(caller).await?.ok_or(AppError::NoSuchAccount(caller))?;
+        Ok(self.limits.custom_image_quota(account.image_quota))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imaged_domain::query::Filter;
+    use imaged_metastore::sqlite::SqliteStore;
+    use imaged_metastore::testsuite::custom_image;
+
+    async fn service(dir: &Path) -> Service {
+        let store = SqliteStore::open(&dir.join("meta.db")).await.expect("open");
+        Service::new(Arc::new(store), RegionCatalog::default(), Limits::default(), MasterKey::from_bytes([3; 32]))
+    }
+
+    #[tokio::test]
+    async fn bootstrap_creates_the_admin_once_and_writes_private_credentials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path()).await;
+        let creds = svc.bootstrap(dir.path()).await.expect("bootstrap").expect("first start creates the admin");
+        let on_disk: Credentials =
+            serde_json::from_slice(&std::fs::read(dir.path().join(CREDENTIALS_FILE)).expect("read")).expect("json");
+        assert_eq!(on_disk, creds);
+        assert!(svc.bootstrap(dir.path()).await.expect("again").is_none(), "second start creates nothing");
+        let principal = svc.principal(&creds.secret_id).await.expect("db").expect("admin key works");
+        assert_eq!(principal.secret_key, creds.secret_key);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.path().join(CREDENTIALS_FILE)).expect("meta");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[tokio::test]
+    async fn disabled_and_deleted_keys_have_no_principal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path()).await;
+        let creds = svc.create_account("bob", Role::User).await.expect("create");
+        assert!(matches!(svc.create_account("bob", Role::User).await, Err(AppError::DuplicateAccount(_))));
+        assert!(svc.set_key_enabled(&creds.secret_id, false).await.expect("db"));
+        assert!(svc.principal(&creds.secret_id).await.expect("db").is_none());
+        assert!(svc.set_key_enabled(&creds.secret_id, true).await.expect("db"));
+        assert!(svc.principal(&creds.secret_id).await.expect("db").is_some());
+        assert!(svc.delete_key(&creds.secret_id).await.expect("db"));
+        assert!(svc.principal(&creds.secret_id).await.expect("db").is_none());
+        let listed = svc.list_keys(None).await.expect("db");
+        assert!(listed.iter().all(|k| k.secret_id != creds.secret_id));
+    }
+
+    #[tokio::test]
+    async fn describe_images_applies_visibility_filters_and_paging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path()).await;
+        svc.bootstrap(dir.path()).await.expect("bootstrap");
+        let alice =
+            AccountId::parse(&svc.create_account("alice", Role::User).await.expect("a").account_id).expect("id");
+        let bob = AccountId::parse(&svc.create_account("bob", Role::User).await.expect("b").account_id).expect("id");
+        let mine = custom_image(alice, "ap-guangzhou", "alice-web", 1);
+        svc.store().insert_custom_image(&mine, 10).await.expect("db").expect("inserted");
+        let gz = svc.regions().get("ap-guangzhou").expect("gz").clone();
+        let tokyo = svc.regions().get("ap-tokyo").expect("tokyo").clone();
+        let all = ImageQuery::default();
+        let page = Page::new(None, Some(100)).expect("page");
+
+        let alice_gz = svc.describe_images(alice, &gz, &all, page).await.expect("list");
+        let bob_gz = svc.describe_images(bob, &gz, &all, page).await.expect("list");
+        assert_eq!(alice_gz.total, bob_gz.total + 1, "only alice sees her image");
+        assert!(alice_gz.items.iter().any(|(i, t)| i.id == mine.id && *t == ImageType::PrivateImage));
+        assert!(bob_gz.items.iter().any(|(_, t)| *t == ImageType::MarketImage));
+        let bob_tokyo = svc.describe_images(bob, &tokyo, &all, page).await.expect("list");
+        assert!(bob_tokyo.items.iter().all(|(_, t)| *t == ImageType::PublicImage), "no marketplace overseas");
+
+        svc.store().add_share(&mine.id, bob, now()).await.expect("share");
+        let shared =
+            ImageQuery::new(None, Some(&[Filter { name: "image-type".into(), values: vec!["SHARED_IMAGE".into()] }]))
+                .expect("query");
+        let bob_shared = svc.describe_images(bob, &gz, &shared, page).await.expect("list");
+        assert_eq!(bob_shared.total, 1);
+        assert_eq!(bob_shared.items[0].0.id, mine.id);
+
+        let first = svc.describe_images(bob, &gz, &all, Page::new(Some(0), Some(5)).expect("p")).await.expect("p1");
+        let second = svc.describe_images(bob, &gz, &all, Page::new(Some(5), Some(5)).expect("p")).await.expect("p2");
+        assert_eq!(first.items.len(), 5);
+        assert_eq!(first.total, second.total);
+        assert!(first.items.iter().all(|(a, _)| second.items.iter().all(|(b, _)| a.id != b.id)));
+    }
+
+    #[tokio::test]
+    async fn quota_is_ten_by_default_with_overrides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let svc = service(dir.path()).await;
+        let acct = AccountId::parse(&svc.create_account("q", Role::User).await.expect("c").account_id).expect("id");
+        assert_eq!(svc.image_quota(acct).await.expect("quota"), 10);
+        svc.set_image_quota(acct, Some(25)).await.expect("override");
+        assert_eq!(svc.image_quota(acct).await.expect("quota"), 25);
+        assert!(matches!(svc.set_image_quota(AccountId(7), Some(1)).await, Err(AppError::NoSuchAccount(_))));
+    }
+}
