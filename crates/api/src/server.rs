@@ -36,6 +36,8 @@ enum RegionUse {
     Ignored,
 }
 
+/// The actions, named as on the wire (all `Describe*` for now; mutating ones follow).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ActionId {
     DescribeImages,

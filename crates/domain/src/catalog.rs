@@ -26,10 +26,13 @@ struct Row {
 
 fn image(row: &Row, kind: ImageKind) -> Image {
     let id = ImageId::parse(row.id).unwrap_or_else(|_| ImageId::from_random([0; 8]));
-    let mut description = row.remarks.join(" ");
-    if row.release == ReleaseStatus::Beta {
-        description = format!("In beta test: apply before use. {description}");
-    }
+    // The description carries the seeds' columns too, for clients that show only the
+    // documented fields (tccli, the typed SDK models).
+    let status = match row.release {
+        ReleaseStatus::Official => "official launch",
+        ReleaseStatus::Beta => "in beta test, apply before use",
+    };
+    let description = format!("{} OS type: {}. Release status: {status}.", row.remarks.join(" "), row.os_type);
     Image {
         id,
         region: None,
@@ -212,6 +215,10 @@ mod tests {
         assert_eq!(by_id("img-25szkc8t").release_status, ReleaseStatus::Beta);
         assert_eq!(by_id("img-pi0ii46r").release_status, ReleaseStatus::Official);
         assert_eq!(by_id("img-9qabwvbn").remarks, ["CentOS 7.6 public kernel."]);
+        assert_eq!(
+            by_id("img-25szkc8t").description,
+            "CentOS 8.0 public kernel. OS type: CentOS. Release status: in beta test, apply before use."
+        );
         assert!(imgs.iter().any(|i| i.platform == "Windows"));
         assert!(imgs.iter().any(|i| i.architecture == Architecture::I386));
     }

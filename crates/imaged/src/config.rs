@@ -1,0 +1,157 @@
+//! Configuration: defaults, overridden by a TOML file, then by environment variables, then by
+//! command-line flags.
+//!
+//! | setting | flag | environment | file key | default |
+//! |---|---|---|---|---|
+//! | data directory | `--data-dir` | `IMAGED_DATA_DIR` | `data_dir` | `./imaged-data` |
+//! | listen address | `--listen` | `IMAGED_LISTEN` | `listen` | `127.0.0.1:9180` |
+//! | metadata database | | `IMAGED_DATABASE_URL` | `database_url` | SQLite at `DATA_DIR/meta.db` |
+//! | PostgreSQL schema | | `IMAGED_DATABASE_SCHEMA` | `database_schema` | the connection's default |
+//! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
+//!
+//! The file may also set `[limits]` and replace the region set with `[[regions]]`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use imaged_domain::rules::Limits;
+use imaged_domain::{Region, RegionCatalog};
+use serde::Deserialize;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./imaged-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
+/// Config file looked for inside the data directory.
+pub const CONFIG_FILE: &str = "imaged.toml";
+
+/// The config file's shape. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// `postgres://…` to keep metadata in PostgreSQL instead of the embedded SQLite.
+    pub database_url: Option<String>,
+    /// PostgreSQL schema to keep the tables in (created if missing).
+    pub database_schema: Option<String>,
+    /// Quotas (custom images per region per account, accounts per shared image).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Replaces the built-in region set.
+    pub regions: Option<Vec<Region>>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: String,
+    /// PostgreSQL URL, when metadata lives there.
+    pub database_url: Option<String>,
+    /// PostgreSQL schema, when not the default.
+    pub database_schema: Option<String>,
+    /// Limits.
+    pub limits: Limits,
+    /// Regions.
+    pub regions: RegionCatalog,
+}
+
+/// What the command line gave.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+impl Config {
+    /// Resolves flags over environment over file over defaults.
+    pub fn load(flags: &Overrides) -> anyhow::Result<Self> {
+        let explicit_file = flags.config.clone().or_else(|| env("IMAGED_CONFIG").map(PathBuf::from));
+        let pre_data_dir = flags.data_dir.clone().or_else(|| env("IMAGED_DATA_DIR").map(PathBuf::from));
+        let file = match &explicit_file {
+            Some(path) => read_file(path)?,
+            None => {
+                let dir = pre_data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                let path = dir.join(CONFIG_FILE);
+                if path.exists() {
+                    read_file(&path)?
+                } else {
+                    FileConfig::default()
+                }
+            }
+        };
+        let data_dir = pre_data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen = flags
+            .listen
+            .clone()
+            .or_else(|| env("IMAGED_LISTEN"))
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let database_url = env("IMAGED_DATABASE_URL").or(file.database_url);
+        let database_schema = env("IMAGED_DATABASE_SCHEMA").or(file.database_schema);
+        let regions = match file.regions {
+            Some(r) => RegionCatalog::new(r).context("invalid [[regions]] in the config file")?,
+            None => RegionCatalog::default(),
+        };
+        Ok(Self { data_dir, listen, database_url, database_schema, limits: file.limits, regions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_sets_limits_and_regions_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:1"
+[limits]
+custom_images_per_region = 3
+[[regions]]
+region = "lab-one"
+name = "Lab One"
+mainland = false
+zones = [{ zone = "lab-one-1", name = "Lab One Zone 1", zone_id = 1 }]
+"#,
+        )
+        .expect("write");
+        let flags = Overrides { config: Some(path), listen: Some("127.0.0.1:2".into()), ..Overrides::default() };
+        let cfg = Config::load(&flags).expect("load");
+        assert_eq!(cfg.listen, "127.0.0.1:2");
+        assert_eq!(cfg.limits.custom_images_per_region, 3);
+        assert_eq!(cfg.limits.shares_per_image, 50);
+        assert_eq!(cfg.regions.regions().len(), 1);
+        assert!(cfg.regions.get("lab-one").is_some_and(|r| r.zones[0].available));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_config_file_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").expect("write");
+        let flags = Overrides { config: Some(path), ..Overrides::default() };
+        assert!(Config::load(&flags).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The `imaged` binary's library half: configuration and wiring of concrete backends, shared by
+//! the `imaged` command and the benchmark. This is the only crate that picks backends.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use imaged_app::{MasterKey, Service};
+use imaged_metastore::postgres::PostgresStore;
+use imaged_metastore::sqlite::SqliteStore;
+use imaged_metastore::MetaStore;
+
+use config::Config;
+
+/// File name of the SQLite database inside the data directory.
+pub const SQLITE_FILE: &str = "meta.db";
+
+/// Creates the data directory readable by its owner only (0700) when it does not exist.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Opens the configured metadata store and builds the service over it.
+pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
+    create_private_dir(&cfg.data_dir)
+        .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    let store: Arc<dyn MetaStore> = match &cfg.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::connect(url, cfg.database_schema.as_deref()).await.context("connecting to PostgreSQL")?,
+        ),
+        None => {
+            let path = cfg.data_dir.join(SQLITE_FILE);
+            Arc::new(SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?)
+        }
+    };
+    let master_key = MasterKey::load_or_create(&cfg.data_dir)?;
+    Ok(Service::new(store, cfg.regions.clone(), cfg.limits, master_key))
+}
