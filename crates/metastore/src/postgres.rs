@@ -380,6 +380,16 @@ impl ImageStore for PostgresStore {
     }
 }
 
+/// Drops a schema and everything in it (tests and benchmarks clean up after themselves).
+pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+    if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(MetaStoreError::Backend(format!("bad schema name `{schema}`")));
+    }
+    let config: Config = url.parse().map_err(db_err)?;
+    let client = connect(&config).await?;
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.map_err(db_err)
+}
+
 /// Test support: a fresh schema on the database named by `IMAGED_TEST_PG_URL`, or `None`
 /// (after saying so on stderr) when the variable is unset.
 pub async fn test_store(label: &str) -> Option<PostgresStore> {

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use imaged::config::{Config, Overrides};
 use imaged_api::tc3::{authorization_header, ClientRequest};
 use imaged_domain::time::Timestamp;
-use imaged_domain::{catalog, AccountId, ImageId, ImageKind, ImageSource, Tag};
+use imaged_domain::{catalog, ImageId, ImageKind, ImageSource, Tag};
 use imaged_metastore::Role;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -97,8 +97,7 @@ async fn fill(cfg: &Config, o: &Opts) -> anyhow::Result<Vec<(String, String)>> {
     }
     store.put_images(&batch).await?;
     // Each account shares its first Guangzhou image with the next five accounts.
-    for (ai, owner) in accounts.iter().enumerate() {
-        let _ = owner;
+    for ai in 0..accounts.len() {
         let first = (ai as u64) * per_account as u64 + 1;
         let mut id = [0u8; 8];
         for (i, b) in id.iter_mut().enumerate() {
@@ -240,13 +239,17 @@ fn main() -> anyhow::Result<()> {
     let o = parse_opts()?;
     let dir = tempfile::tempdir()?;
     let mut env: Vec<(String, String)> = vec![("IMAGED_LOG".into(), "warn".into())];
-    if o.backend == "postgres" {
-        let url = std::env::var("IMAGED_TEST_PG_URL").context("--backend postgres needs IMAGED_TEST_PG_URL")?;
-        env.push(("IMAGED_DATABASE_URL".into(), url));
-        env.push(("IMAGED_DATABASE_SCHEMA".into(), format!("bench_{}", std::process::id())));
-    } else if o.backend != "sqlite" {
-        bail!("--backend is sqlite or postgres");
-    }
+    let pg = match o.backend.as_str() {
+        "sqlite" => None,
+        "postgres" => {
+            let url = std::env::var("IMAGED_TEST_PG_URL").context("--backend postgres needs IMAGED_TEST_PG_URL")?;
+            let schema = format!("bench_{}", std::process::id());
+            env.push(("IMAGED_DATABASE_URL".into(), url.clone()));
+            env.push(("IMAGED_DATABASE_SCHEMA".into(), schema.clone()));
+            Some((url, schema))
+        }
+        _ => bail!("--backend is sqlite or postgres"),
+    };
     for (k, v) in &env {
         std::env::set_var(k, v);
     }
@@ -287,6 +290,9 @@ fn main() -> anyhow::Result<()> {
     let peak = peak_rss_mib(pid);
     let _ = child.kill();
     let _ = child.wait();
+    if let Some((url, schema)) = &pg {
+        rt.block_on(imaged_metastore::postgres::drop_schema(url, schema))?;
+    }
     let (floor, run) = result?;
 
     let rps = run.requests as f64 / run.elapsed.as_secs_f64();
@@ -318,6 +324,5 @@ fn main() -> anyhow::Result<()> {
     if run.errors > 0 {
         bail!("{} requests failed", run.errors);
     }
-    let _ = AccountId(0);
     Ok(())
 }
