@@ -1,0 +1,107 @@
+//! The stored form of a block: one header byte (`0` raw, `1` zstd), then the payload.
+//! Compression is kept only when it saves at least an eighth; the digest is always of the
+//! uncompressed bytes, and every read recomputes it.
+
+use crate::digest::Digest;
+
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+/// zstd level: 1 is fast and gives up quickly on incompressible data.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Why a stored block cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// Unknown header byte or undecodable payload.
+    #[error("block {0} is undecodable")]
+    Undecodable(String),
+    /// The bytes do not hash to the block's address.
+    #[error("block {0} does not match its digest")]
+    DigestMismatch(String),
+    /// Decompressed to more than a block.
+    #[error("block {0} inflates past the block size")]
+    TooLarge(String),
+}
+
+/// Encodes `data` for storage.
+pub fn encode(data: &[u8]) -> Vec<u8> {
+    if let Ok(compressed) = zstd::bulk::compress(data, ZSTD_LEVEL) {
+        if compressed.len() + compressed.len() / 7 < data.len() {
+            let mut out = Vec::with_capacity(compressed.len() + 1);
+            out.push(ZSTD);
+            out.extend_from_slice(&compressed);
+            return out;
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Decodes a stored block and verifies it hashes to `expected`.
+pub fn decode(stored: &[u8], expected: &Digest, max_len: usize) -> Result<Vec<u8>, BlockError> {
+    let name = || expected.to_hex();
+    let data = match stored.split_first() {
+        Some((&RAW, rest)) => rest.to_vec(),
+        Some((&ZSTD, rest)) => {
+            let data = zstd::bulk::decompress(rest, max_len).map_err(|_| BlockError::Undecodable(name()))?;
+            if data.len() > max_len {
+                return Err(BlockError::TooLarge(name()));
+            }
+            data
+        }
+        _ => return Err(BlockError::Undecodable(name())),
+    };
+    if Digest::of(&data) != *expected {
+        return Err(BlockError::DigestMismatch(name()));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, mut seed: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compressible_blocks_are_stored_compressed_and_random_ones_raw() {
+        let text = b"os-release NAME=TencentOS ".repeat(4000);
+        let enc = encode(&text);
+        assert_eq!(enc[0], ZSTD);
+        assert!(enc.len() < text.len() / 4);
+        assert_eq!(decode(&enc, &Digest::of(&text), 1 << 20).expect("decode"), text);
+        let random = pseudo_random(1 << 16, 7);
+        let enc = encode(&random);
+        assert_eq!(enc[0], RAW);
+        assert_eq!(decode(&enc, &Digest::of(&random), 1 << 20).expect("decode"), random);
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_wrong_address_is_detected() {
+        let data = pseudo_random(4096, 3);
+        let mut enc = encode(&data);
+        let digest = Digest::of(&data);
+        enc[100] ^= 1;
+        assert_eq!(decode(&enc, &digest, 1 << 20), Err(BlockError::DigestMismatch(digest.to_hex())));
+        assert!(decode(&[9, 1, 2], &digest, 1 << 20).is_err());
+        assert!(decode(&[], &digest, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn decompression_is_capped() {
+        let zeros = vec![0u8; 1 << 20];
+        let enc = encode(&zeros);
+        assert!(decode(&enc, &Digest::of(&zeros), 1024).is_err());
+    }
+}
