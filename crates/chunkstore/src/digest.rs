@@ -39,7 +39,7 @@ impl fmt::Display for Digest {
 /// Whether every byte is zero (16 bytes at a time; the compiler vectorises the comparison).
 pub fn is_zero(data: &[u8]) -> bool {
     let mut chunks = data.chunks_exact(16);
-    (&mut chunks).all(|c| c == [0u8; 16]) && chunks.remainder().iter().all(|b| *b == 0)
+    chunks.all(|c| c == [0u8; 16]) && chunks.remainder().iter().all(|b| *b == 0)
 }
 
 #[cfg(test)]
