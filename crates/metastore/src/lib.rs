@@ -196,9 +196,152 @@ pub trait ImageStore: Send + Sync {
     async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool>;
 }
 
+/// An image's bytes as the metadata store records them: the encoded manifest (opaque here) and
+/// the distinct blocks it names, which carry one reference each while the manifest exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// The image.
+    pub image: ImageId,
+    /// The region whose block store holds the blocks.
+    pub region: String,
+    /// The encoded manifest.
+    pub manifest: Vec<u8>,
+    /// The distinct block digests (hex) the manifest names.
+    pub blocks: Vec<String>,
+    /// The format the source was detected as (`raw`, `qcow2`, …), recorded with the image.
+    pub source_format: String,
+    /// Virtual disk size in bytes.
+    pub virtual_size: u64,
+}
+
+/// Reference counts of stored blocks, and manifests.
+#[async_trait]
+pub trait BlockRefStore: Send + Sync {
+    /// Records that work in progress wrote or reused these blocks (hex digest, stored size) at
+    /// `now`: unreferenced blocks touched after a GC cutoff are not collected.
+    async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()>;
+    /// In one transaction: stores the manifest, adds one reference to each of its blocks, and
+    /// replaces the image document with `image`.
+    async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<()>;
+    /// The manifest of an image.
+    async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>>;
+    /// Every manifest in a region (fsck).
+    async fn region_manifests(&self, region: &str) -> Result<Vec<ManifestRecord>>;
+    /// Removes an image's manifest and its block references; false when it had none.
+    async fn detach_manifest(&self, image: &ImageId) -> Result<bool>;
+    /// Deletes the rows of blocks with no references and untouched since `cutoff`, returning
+    /// their digests: the caller then deletes the objects.
+    async fn collect_unreferenced(&self, region: &str, cutoff: Timestamp) -> Result<Vec<String>>;
+    /// References of one block (0 when unknown).
+    async fn block_refs(&self, region: &str, digest: &str) -> Result<u64>;
+    /// Number of block rows and their stored bytes in a region.
+    async fn block_totals(&self, region: &str) -> Result<(u64, u64)>;
+}
+
+/// The state of a durable job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// Claimed by a worker whose lease has not expired.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Given up; `error` says why.
+    Failed,
+}
+
+impl JobState {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "QUEUED",
+            JobState::Running => "RUNNING",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Failed => "FAILED",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "QUEUED" => Ok(JobState::Queued),
+            "RUNNING" => Ok(JobState::Running),
+            "SUCCEEDED" => Ok(JobState::Succeeded),
+            "FAILED" => Ok(JobState::Failed),
+            other => Err(MetaStoreError::Corrupt(format!("unknown job state `{other}`"))),
+        }
+    }
+}
+
+/// Long work recorded durably: import, export, capture, copy, GC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Numeric id (the API's TaskId), assigned by the store.
+    pub id: u64,
+    /// What the job does, e.g. `import`.
+    pub kind: String,
+    /// Region it works in.
+    pub region: String,
+    /// Account it works for.
+    pub account: AccountId,
+    /// Image it works on, if any.
+    pub image: Option<ImageId>,
+    /// State.
+    pub state: JobState,
+    /// Progress in percent.
+    pub progress: u8,
+    /// Parameters, JSON.
+    pub params: String,
+    /// Result, JSON (e.g. exported paths), once succeeded.
+    pub result: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How many times a worker has claimed it.
+    pub attempts: u32,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last update.
+    pub updated_at: Timestamp,
+}
+
+/// Durable jobs, claimed with leases so that a crashed worker's job is taken over.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Queues a job; returns its id.
+    async fn insert_job(&self, job: &JobRecord) -> Result<u64>;
+    /// In one transaction: inserts a custom image (quota and name checked as in
+    /// [`ImageStore::insert_custom_image`]) and queues the job that will fill it.
+    async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>>;
+    /// Claims the oldest queued job, or a running one whose lease expired, for `worker` until
+    /// `lease_until`.
+    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>>;
+    /// Extends the lease and records progress; false when `worker` no longer holds the job.
+    async fn renew_job(
+        &self,
+        id: u64,
+        worker: &str,
+        progress: u8,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Ends a job as succeeded (with a result) or failed (with an error).
+    async fn finish_job(
+        &self,
+        id: u64,
+        state: JobState,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// A job by id.
+    async fn get_job(&self, id: u64) -> Result<Option<JobRecord>>;
+    /// Creation time of the oldest queued or running job in a region (GC keeps what it may need).
+    async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>>;
+}
+
 /// Everything the service needs from its metadata store.
-pub trait MetaStore: AccountStore + KeyStore + ImageStore {}
-impl<T: AccountStore + KeyStore + ImageStore> MetaStore for T {}
+pub trait MetaStore: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore {}
+impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore> MetaStore for T {}
 
 /// The first account id the stores hand out (Tencent-style 12-digit UINs).
 pub const FIRST_ACCOUNT_ID: u64 = 100_000_000_001;

@@ -8,16 +8,18 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
 use crate::{
-    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, ImageStore, KeyRecord,
-    KeyStatus, KeyStore, MetaStoreError, Refused, Result, Role, VisibleImage,
+    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, BlockRefStore,
+    ImageStore, JobRecord, JobState, JobStore, KeyRecord, KeyStatus, KeyStore, ManifestRecord, MetaStoreError, Refused,
+    Result, Role, VisibleImage,
 };
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId};
 
 /// Versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE SEQUENCE account_ids START WITH 100000000001;
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE SEQUENCE account_ids START WITH 100000000001;
     CREATE TABLE accounts (
         id BIGINT PRIMARY KEY DEFAULT nextval('account_ids'),
         name TEXT NOT NULL UNIQUE,
@@ -52,7 +54,47 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         PRIMARY KEY (image_id, account_id)
     );
     CREATE INDEX image_shares_by_account ON image_shares(account_id);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE image_manifests (
+        image_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        manifest BYTEA NOT NULL,
+        blocks TEXT NOT NULL,
+        source_format TEXT NOT NULL,
+        virtual_size BIGINT NOT NULL
+    );
+    CREATE INDEX image_manifests_by_region ON image_manifests(region);
+    CREATE TABLE blocks (
+        region TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        refs BIGINT NOT NULL DEFAULT 0,
+        stored_size BIGINT NOT NULL,
+        touched_at BIGINT NOT NULL,
+        PRIMARY KEY (region, digest)
+    );
+    CREATE INDEX blocks_unreferenced ON blocks(region, touched_at) WHERE refs <= 0;
+    CREATE TABLE jobs (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        account_id BIGINT NOT NULL,
+        image_id TEXT,
+        state TEXT NOT NULL,
+        progress INTEGER NOT NULL,
+        params TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        lease_until BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, id);",
+    ),
+];
 
 /// Connections kept open. Each pipelines concurrent queries; transactions hold one alone.
 const CONNECTIONS: usize = 4;
@@ -193,6 +235,312 @@ async fn put_image<C: tokio_postgres::GenericClient>(client: &C, image: &Image) 
         .map_err(db_err)
 }
 
+/// The quota, name and id checks of a custom-image insert, inside the caller's transaction.
+/// Inserts are serialised per owner by a row lock on the account, so the count cannot race.
+async fn check_custom_insert(
+    tx: &tokio_postgres::Transaction<'_>,
+    image: &Image,
+    quota: u32,
+) -> Result<Result<(), Refused>> {
+    let Some(owner) = owner_column(image) else {
+        return Err(MetaStoreError::Backend("a custom image needs an owner".into()));
+    };
+    tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&owner]).await.map_err(db_err)?;
+    let row = tx
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM images WHERE owner_id = $1 AND region = $2),
+                    EXISTS (SELECT 1 FROM images WHERE owner_id = $1 AND region = $2 AND name = $3),
+                    EXISTS (SELECT 1 FROM images WHERE id = $4)",
+            &[&owner, &image.region, &image.name, &image.id.as_str()],
+        )
+        .await
+        .map_err(db_err)?;
+    let (count, name_taken, id_taken): (i64, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    Ok(if id_taken {
+        Err(Refused::DuplicateId)
+    } else if name_taken {
+        Err(Refused::DuplicateName)
+    } else if count >= i64::from(quota) {
+        Err(Refused::QuotaExceeded)
+    } else {
+        Ok(())
+    })
+}
+
+const JOB_COLUMNS: &str =
+    "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, created_at, updated_at";
+const MANIFEST_COLUMNS: &str = "image_id, region, manifest, blocks, source_format, virtual_size";
+
+fn to_job(r: &Row) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: r.get::<_, i64>(0).unsigned_abs(),
+        kind: r.get(1),
+        region: r.get(2),
+        account: account_from_column(r.get(3)),
+        image: r
+            .get::<_, Option<String>>(4)
+            .map(|i| ImageId::parse(&i).map_err(|e| MetaStoreError::Corrupt(e.to_string())))
+            .transpose()?,
+        state: JobState::parse(r.get(5))?,
+        progress: u8::try_from(r.get::<_, i32>(6).clamp(0, 100)).unwrap_or(0),
+        params: r.get(7),
+        result: r.get(8),
+        error: r.get(9),
+        attempts: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
+        created_at: Timestamp(r.get(11)),
+        updated_at: Timestamp(r.get(12)),
+    })
+}
+
+fn to_manifest(r: &Row) -> Result<ManifestRecord> {
+    Ok(ManifestRecord {
+        image: ImageId::parse(r.get(0)).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?,
+        region: r.get(1),
+        manifest: r.get(2),
+        blocks: serde_json::from_str(r.get(3)).map_err(|e| MetaStoreError::Corrupt(format!("manifest blocks: {e}")))?,
+        source_format: r.get(4),
+        virtual_size: r.get::<_, i64>(5).unsigned_abs(),
+    })
+}
+
+async fn insert_job_row<C: tokio_postgres::GenericClient>(client: &C, job: &JobRecord) -> Result<u64> {
+    let row = client
+        .query_one(
+            "INSERT INTO jobs (kind, region, account_id, image_id, state, progress, params, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+            &[
+                &job.kind,
+                &job.region,
+                &(job.account.0 as i64),
+                &job.image.as_ref().map(ImageId::as_str),
+                &job.state.as_str(),
+                &i32::from(job.progress),
+                &job.params,
+                &job.created_at.0,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+    Ok(row.get::<_, i64>(0).unsigned_abs())
+}
+
+#[async_trait]
+impl BlockRefStore for PostgresStore {
+    async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()> {
+        let digests: Vec<&str> = blocks.iter().map(|(d, _)| d.as_str()).collect();
+        let sizes: Vec<i64> = blocks.iter().map(|(_, s)| *s as i64).collect();
+        let conn = self.conn().await?;
+        conn.execute(
+            "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
+             SELECT $1, d, 0, s, $4 FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS t(d, s)
+             ON CONFLICT (region, digest) DO UPDATE SET touched_at = excluded.touched_at",
+            &[&region, &digests, &sizes, &now.0],
+        )
+        .await
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
+    async fn attach_manifest(&self, image: &Image, m: &ManifestRecord) -> Result<()> {
+        let blocks = serde_json::to_string(&m.blocks).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        tx.execute(
+            &format!("INSERT INTO image_manifests ({MANIFEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[&m.image.as_str(), &m.region, &m.manifest, &blocks, &m.source_format, &(m.virtual_size as i64)],
+        )
+        .await
+        .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
+             SELECT $1, d, 1, 0, EXTRACT(EPOCH FROM now())::BIGINT FROM UNNEST($2::TEXT[]) AS t(d)
+             ON CONFLICT (region, digest) DO UPDATE SET refs = blocks.refs + 1",
+            &[&m.region, &m.blocks],
+        )
+        .await
+        .map_err(db_err)?;
+        put_image(&tx, image).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>> {
+        let conn = self.conn().await?;
+        conn.query_opt(
+            &format!("SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE image_id = $1"),
+            &[&image.as_str()],
+        )
+        .await
+        .map_err(db_err)?
+        .map(|r| to_manifest(&r))
+        .transpose()
+    }
+
+    async fn region_manifests(&self, region: &str) -> Result<Vec<ManifestRecord>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                &format!("SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE region = $1 ORDER BY image_id"),
+                &[&region],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(to_manifest).collect()
+    }
+
+    async fn detach_manifest(&self, image: &ImageId) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        let row = tx
+            .query_opt(
+                &format!("DELETE FROM image_manifests WHERE image_id = $1 RETURNING {MANIFEST_COLUMNS}"),
+                &[&image.as_str()],
+            )
+            .await
+            .map_err(db_err)?;
+        let Some(m) = row.map(|r| to_manifest(&r)).transpose()? else { return Ok(false) };
+        tx.execute(
+            "UPDATE blocks SET refs = refs - 1, touched_at = EXTRACT(EPOCH FROM now())::BIGINT
+             WHERE region = $1 AND digest = ANY($2::TEXT[])",
+            &[&m.region, &m.blocks],
+        )
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn collect_unreferenced(&self, region: &str, cutoff: Timestamp) -> Result<Vec<String>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "DELETE FROM blocks WHERE region = $1 AND refs <= 0 AND touched_at < $2 RETURNING digest",
+                &[&region, &cutoff.0],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn block_refs(&self, region: &str, digest: &str) -> Result<u64> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt("SELECT refs FROM blocks WHERE region = $1 AND digest = $2", &[&region, &digest])
+            .await
+            .map_err(db_err)?;
+        Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0).unsigned_abs()))
+    }
+
+    async fn block_totals(&self, region: &str) -> Result<(u64, u64)> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                "SELECT COUNT(*), COALESCE(SUM(stored_size), 0)::BIGINT FROM blocks WHERE region = $1",
+                &[&region],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok((row.get::<_, i64>(0).unsigned_abs(), row.get::<_, i64>(1).unsigned_abs()))
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn insert_job(&self, job: &JobRecord) -> Result<u64> {
+        let conn = self.conn().await?;
+        insert_job_row(&*conn, job).await
+    }
+
+    async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        if let Err(refused) = check_custom_insert(&tx, image, quota).await? {
+            return Ok(Err(refused));
+        }
+        put_image(&tx, image).await?;
+        let id = insert_job_row(&tx, job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(id))
+    }
+
+    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "UPDATE jobs SET state = 'RUNNING', worker = $2, lease_until = $3, attempts = attempts + 1,
+                       updated_at = $1
+                     WHERE id = (SELECT id FROM jobs
+                                 WHERE state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < $1)
+                                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING {JOB_COLUMNS}"
+                ),
+                &[&now.0, &worker, &lease_until.0],
+            )
+            .await
+            .map_err(db_err)?;
+        row.map(|r| to_job(&r)).transpose()
+    }
+
+    async fn renew_job(
+        &self,
+        id: u64,
+        worker: &str,
+        progress: u8,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "UPDATE jobs SET progress = $3, lease_until = $4, updated_at = $5
+             WHERE id = $1 AND worker = $2 AND state = 'RUNNING'",
+            &[&(id as i64), &worker, &i32::from(progress), &lease_until.0, &now.0],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+
+    async fn finish_job(
+        &self,
+        id: u64,
+        state: JobState,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "UPDATE jobs SET state = $2, result = $3, error = $4, updated_at = $5, lease_until = NULL,
+             progress = CASE WHEN $2 = 'SUCCEEDED' THEN 100 ELSE progress END WHERE id = $1",
+            &[&(id as i64), &state.as_str(), &result, &error, &now.0],
+        )
+        .await
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
+    async fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"), &[&(id as i64)])
+            .await
+            .map_err(db_err)?
+            .map(|r| to_job(&r))
+            .transpose()
+    }
+
+    async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                "SELECT MIN(created_at) FROM jobs WHERE region = $1 AND state IN ('QUEUED', 'RUNNING')",
+                &[&region],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.get::<_, Option<i64>>(0).map(Timestamp))
+    }
+}
+
 #[async_trait]
 impl AccountStore for PostgresStore {
     async fn create_account(&self, name: &str, role: Role, now: Timestamp) -> Result<Result<AccountRecord, Refused>> {
@@ -301,31 +649,10 @@ impl ImageStore for PostgresStore {
     }
 
     async fn insert_custom_image(&self, image: &Image, quota: u32) -> Result<Result<(), Refused>> {
-        let Some(owner) = owner_column(image) else {
-            return Err(MetaStoreError::Backend("a custom image needs an owner".into()));
-        };
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
-        // Serialise inserts per owner: the count below then cannot race another insert.
-        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&owner]).await.map_err(db_err)?;
-        let row = tx
-            .query_one(
-                "SELECT (SELECT COUNT(*) FROM images WHERE owner_id = $1 AND region = $2),
-                        EXISTS (SELECT 1 FROM images WHERE owner_id = $1 AND region = $2 AND name = $3),
-                        EXISTS (SELECT 1 FROM images WHERE id = $4)",
-                &[&owner, &image.region, &image.name, &image.id.as_str()],
-            )
-            .await
-            .map_err(db_err)?;
-        let (count, name_taken, id_taken): (i64, bool, bool) = (row.get(0), row.get(1), row.get(2));
-        if id_taken {
-            return Ok(Err(Refused::DuplicateId));
-        }
-        if name_taken {
-            return Ok(Err(Refused::DuplicateName));
-        }
-        if count >= i64::from(quota) {
-            return Ok(Err(Refused::QuotaExceeded));
+        if let Err(refused) = check_custom_insert(&tx, image, quota).await? {
+            return Ok(Err(refused));
         }
         put_image(&tx, image).await?;
         tx.commit().await.map_err(db_err)?;

@@ -9,16 +9,18 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::Semaphore;
 
 use crate::{
-    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, ImageStore, KeyRecord,
-    KeyStatus, KeyStore, MetaStoreError, Refused, Result, Role, VisibleImage, FIRST_ACCOUNT_ID,
+    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, BlockRefStore,
+    ImageStore, JobRecord, JobState, JobStore, KeyRecord, KeyStatus, KeyStore, ManifestRecord, MetaStoreError, Refused,
+    Result, Role, VisibleImage, FIRST_ACCOUNT_ID,
 };
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId};
 
 /// Versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE accounts (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE accounts (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         role TEXT NOT NULL,
@@ -52,7 +54,47 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         PRIMARY KEY (image_id, account_id)
     );
     CREATE INDEX image_shares_by_account ON image_shares(account_id);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE image_manifests (
+        image_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        manifest BLOB NOT NULL,
+        blocks TEXT NOT NULL,
+        source_format TEXT NOT NULL,
+        virtual_size INTEGER NOT NULL
+    );
+    CREATE INDEX image_manifests_by_region ON image_manifests(region);
+    CREATE TABLE blocks (
+        region TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        refs INTEGER NOT NULL DEFAULT 0,
+        stored_size INTEGER NOT NULL,
+        touched_at INTEGER NOT NULL,
+        PRIMARY KEY (region, digest)
+    );
+    CREATE INDEX blocks_unreferenced ON blocks(region, touched_at) WHERE refs <= 0;
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        image_id TEXT,
+        state TEXT NOT NULL,
+        progress INTEGER NOT NULL,
+        params TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        lease_until INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, id);",
+    ),
+];
 
 /// Readers in the pool. Two cores serve the API; a few more than that hide disk waits.
 const READERS: usize = 4;
@@ -203,6 +245,391 @@ fn put_image(conn: &Connection, image: &Image) -> Result<()> {
     })
     .map(|_| ())
     .map_err(db_err)
+}
+
+/// The quota, name and id checks of a custom-image insert, inside the caller's transaction.
+fn check_custom_insert(tx: &Connection, image: &Image, quota: u32) -> Result<Result<(), Refused>> {
+    let (count, name_taken, id_taken): (i64, bool, bool) = tx
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM images WHERE owner_id = ?1 AND region = ?2),
+                    EXISTS (SELECT 1 FROM images WHERE owner_id = ?1 AND region = ?2 AND name = ?3),
+                    EXISTS (SELECT 1 FROM images WHERE id = ?4)",
+            params![owner_column(image), image.region, image.name, image.id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(db_err)?;
+    Ok(if id_taken {
+        Err(Refused::DuplicateId)
+    } else if name_taken {
+        Err(Refused::DuplicateName)
+    } else if count >= i64::from(quota) {
+        Err(Refused::QuotaExceeded)
+    } else {
+        Ok(())
+    })
+}
+
+const JOB_COLUMNS: &str =
+    "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, created_at, updated_at";
+
+type JobRow =
+    (i64, String, String, i64, Option<String>, String, i64, String, Option<String>, Option<String>, i64, i64, i64);
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
+}
+
+fn to_job(row: JobRow) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: row.0.unsigned_abs(),
+        kind: row.1,
+        region: row.2,
+        account: account_from_column(row.3),
+        image: row.4.map(|i| ImageId::parse(&i).map_err(|e| MetaStoreError::Corrupt(e.to_string()))).transpose()?,
+        state: JobState::parse(&row.5)?,
+        progress: u8::try_from(row.6.clamp(0, 100)).unwrap_or(0),
+        params: row.7,
+        result: row.8,
+        error: row.9,
+        attempts: u32::try_from(row.10).unwrap_or(0),
+        created_at: Timestamp(row.11),
+        updated_at: Timestamp(row.12),
+    })
+}
+
+fn insert_job_row(tx: &Connection, job: &JobRecord) -> Result<u64> {
+    tx.execute(
+        "INSERT INTO jobs (kind, region, account_id, image_id, state, progress, params, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            job.kind,
+            job.region,
+            job.account.0 as i64,
+            job.image.as_ref().map(ImageId::as_str),
+            job.state.as_str(),
+            job.progress,
+            job.params,
+            job.created_at.0
+        ],
+    )
+    .map_err(db_err)?;
+    Ok(tx.last_insert_rowid().unsigned_abs())
+}
+
+type ManifestRow = (String, String, Vec<u8>, String, String, i64);
+
+fn manifest_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManifestRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn to_manifest(row: ManifestRow) -> Result<ManifestRecord> {
+    Ok(ManifestRecord {
+        image: ImageId::parse(&row.0).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?,
+        region: row.1,
+        manifest: row.2,
+        blocks: serde_json::from_str(&row.3).map_err(|e| MetaStoreError::Corrupt(format!("manifest blocks: {e}")))?,
+        source_format: row.4,
+        virtual_size: row.5.unsigned_abs(),
+    })
+}
+
+const MANIFEST_COLUMNS: &str = "image_id, region, manifest, blocks, source_format, virtual_size";
+
+#[async_trait]
+impl BlockRefStore for SqliteStore {
+    async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()> {
+        let region = region.to_owned();
+        let blocks = blocks.to_vec();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                {
+                    let mut st = tx
+                        .prepare_cached(
+                            "INSERT INTO blocks (region, digest, refs, stored_size, touched_at) VALUES (?1, ?2, 0, ?3, ?4)
+                             ON CONFLICT (region, digest) DO UPDATE SET touched_at = excluded.touched_at",
+                        )
+                        .map_err(db_err)?;
+                    for (digest, size) in &blocks {
+                        st.execute(params![region, digest, *size as i64, now.0]).map_err(db_err)?;
+                    }
+                }
+                tx.commit().map_err(db_err)
+            })
+            .await
+    }
+
+    async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<()> {
+        let image = image.clone();
+        let m = manifest.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let blocks = serde_json::to_string(&m.blocks).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
+                tx.execute(
+                    &format!("INSERT INTO image_manifests ({MANIFEST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    params![m.image.as_str(), m.region, m.manifest, blocks, m.source_format, m.virtual_size as i64],
+                )
+                .map_err(db_err)?;
+                {
+                    let mut st = tx
+                        .prepare_cached(
+                            "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
+                             VALUES (?1, ?2, 1, 0, strftime('%s','now'))
+                             ON CONFLICT (region, digest) DO UPDATE SET refs = refs + 1",
+                        )
+                        .map_err(db_err)?;
+                    for digest in &m.blocks {
+                        st.execute(params![m.region, digest]).map_err(db_err)?;
+                    }
+                }
+                put_image(&tx, &image)?;
+                tx.commit().map_err(db_err)
+            })
+            .await
+    }
+
+    async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>> {
+        let image = image.clone();
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached(&format!("SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE image_id = ?1"))
+                    .and_then(|mut st| st.query_row(params![image.as_str()], manifest_row).optional())
+                    .map_err(db_err)?
+                    .map(to_manifest)
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn region_manifests(&self, region: &str) -> Result<Vec<ManifestRecord>> {
+        let region = region.to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut st = conn
+                    .prepare(&format!(
+                        "SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE region = ?1 ORDER BY image_id"
+                    ))
+                    .map_err(db_err)?;
+                let rows = st.query_map(params![region], manifest_row).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err).and_then(to_manifest)).collect()
+            })
+            .await
+    }
+
+    async fn detach_manifest(&self, image: &ImageId) -> Result<bool> {
+        let image = image.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let row = tx
+                    .query_row(
+                        &format!("SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE image_id = ?1"),
+                        params![image.as_str()],
+                        manifest_row,
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                let Some(m) = row.map(to_manifest).transpose()? else { return Ok(false) };
+                tx.execute("DELETE FROM image_manifests WHERE image_id = ?1", params![image.as_str()])
+                    .map_err(db_err)?;
+                {
+                    let mut st = tx
+                        .prepare_cached(
+                            "UPDATE blocks SET refs = refs - 1, touched_at = strftime('%s','now')
+                             WHERE region = ?1 AND digest = ?2",
+                        )
+                        .map_err(db_err)?;
+                    for digest in &m.blocks {
+                        st.execute(params![m.region, digest]).map_err(db_err)?;
+                    }
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn collect_unreferenced(&self, region: &str, cutoff: Timestamp) -> Result<Vec<String>> {
+        let region = region.to_owned();
+        self.writer
+            .run(move |conn| {
+                let mut st = conn
+                    .prepare("DELETE FROM blocks WHERE region = ?1 AND refs <= 0 AND touched_at < ?2 RETURNING digest")
+                    .map_err(db_err)?;
+                let rows = st.query_map(params![region, cutoff.0], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| r.map_err(db_err)).collect()
+            })
+            .await
+    }
+
+    async fn block_refs(&self, region: &str, digest: &str) -> Result<u64> {
+        let (region, digest) = (region.to_owned(), digest.to_owned());
+        self.readers
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT COALESCE((SELECT refs FROM blocks WHERE region = ?1 AND digest = ?2), 0)",
+                    params![region, digest],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n.max(0).unsigned_abs())
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn block_totals(&self, region: &str) -> Result<(u64, u64)> {
+        let region = region.to_owned();
+        self.readers
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(stored_size), 0) FROM blocks WHERE region = ?1",
+                    params![region],
+                    |r| Ok((r.get::<_, i64>(0)?.unsigned_abs(), r.get::<_, i64>(1)?.unsigned_abs())),
+                )
+                .map_err(db_err)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_job(&self, job: &JobRecord) -> Result<u64> {
+        let job = job.clone();
+        self.writer.run(move |conn| insert_job_row(conn, &job)).await
+    }
+
+    async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>> {
+        let (image, job) = (image.clone(), job.clone());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if let Err(refused) = check_custom_insert(&tx, &image, quota)? {
+                    return Ok(Err(refused));
+                }
+                put_image(&tx, &image)?;
+                let id = insert_job_row(&tx, &job)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(id))
+            })
+            .await
+    }
+
+    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
+        let worker = worker.to_owned();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let id: Option<i64> = tx
+                    .query_row(
+                        "SELECT id FROM jobs WHERE state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < ?1)
+                         ORDER BY id LIMIT 1",
+                        params![now.0],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                let Some(id) = id else { return Ok(None) };
+                tx.execute(
+                    "UPDATE jobs SET state = 'RUNNING', worker = ?2, lease_until = ?3, attempts = attempts + 1,
+                     updated_at = ?4 WHERE id = ?1",
+                    params![id, worker, lease_until.0, now.0],
+                )
+                .map_err(db_err)?;
+                let row = tx
+                    .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), params![id], job_row)
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                to_job(row).map(Some)
+            })
+            .await
+    }
+
+    async fn renew_job(
+        &self,
+        id: u64,
+        worker: &str,
+        progress: u8,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let worker = worker.to_owned();
+        self.writer
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE jobs SET progress = ?3, lease_until = ?4, updated_at = ?5
+                     WHERE id = ?1 AND worker = ?2 AND state = 'RUNNING'",
+                    params![id as i64, worker, progress, lease_until.0, now.0],
+                )
+                .map(|n| n == 1)
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn finish_job(
+        &self,
+        id: u64,
+        state: JobState,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (result, error) = (result.map(str::to_owned), error.map(str::to_owned));
+        self.writer
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE jobs SET state = ?2, result = ?3, error = ?4, updated_at = ?5, lease_until = NULL,
+                     progress = CASE WHEN ?2 = 'SUCCEEDED' THEN 100 ELSE progress END WHERE id = ?1",
+                    params![id as i64, state.as_str(), result, error, now.0],
+                )
+                .map(|_| ())
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {
+        self.readers
+            .run(move |conn| {
+                conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), params![id as i64], job_row)
+                    .optional()
+                    .map_err(db_err)?
+                    .map(to_job)
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>> {
+        let region = region.to_owned();
+        self.readers
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT MIN(created_at) FROM jobs WHERE region = ?1 AND state IN ('QUEUED', 'RUNNING')",
+                    params![region],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .map(|t| t.map(Timestamp))
+                .map_err(db_err)
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -365,23 +792,8 @@ impl ImageStore for SqliteStore {
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let (count, name_taken, id_taken): (i64, bool, bool) = tx
-                    .query_row(
-                        "SELECT (SELECT COUNT(*) FROM images WHERE owner_id = ?1 AND region = ?2),
-                                EXISTS (SELECT 1 FROM images WHERE owner_id = ?1 AND region = ?2 AND name = ?3),
-                                EXISTS (SELECT 1 FROM images WHERE id = ?4)",
-                        params![owner_column(&image), image.region, image.name, image.id.as_str()],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .map_err(db_err)?;
-                if id_taken {
-                    return Ok(Err(Refused::DuplicateId));
-                }
-                if name_taken {
-                    return Ok(Err(Refused::DuplicateName));
-                }
-                if count >= i64::from(quota) {
-                    return Ok(Err(Refused::QuotaExceeded));
+                if let Err(refused) = check_custom_insert(&tx, &image, quota)? {
+                    return Ok(Err(refused));
                 }
                 put_image(&tx, &image)?;
                 tx.commit().map_err(db_err)?;

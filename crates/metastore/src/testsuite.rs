@@ -6,7 +6,7 @@ use imaged_domain::catalog;
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, Tag};
 
-use crate::{KeyRecord, KeyStatus, MetaStore, Refused, Role};
+use crate::{JobRecord, JobState, KeyRecord, KeyStatus, ManifestRecord, MetaStore, Refused, Role};
 
 /// A custom image owned by `owner` in `region`, with a fresh id.
 pub fn custom_image(owner: AccountId, region: &str, name: &str, seed: u8) -> Image {
@@ -28,6 +28,113 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     catalogue_images_are_upserted_and_visible_to_everyone(store).await;
     custom_images_are_visible_to_owner_and_share_recipients_in_their_region(store).await;
     quota_and_name_uniqueness_hold_under_concurrency(store.clone()).await;
+    manifests_count_block_references_and_gc_takes_only_old_unreferenced_blocks(store).await;
+    jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_lease_expiry(store).await;
+}
+
+/// A queued import job for `image`.
+pub fn job(kind: &str, region: &str, account: AccountId, image: Option<ImageId>, now: i64) -> JobRecord {
+    JobRecord {
+        id: 0,
+        kind: kind.into(),
+        region: region.into(),
+        account,
+        image,
+        state: JobState::Queued,
+        progress: 0,
+        params: "{}".into(),
+        result: None,
+        error: None,
+        attempts: 0,
+        created_at: Timestamp(now),
+        updated_at: Timestamp(now),
+    }
+}
+
+async fn manifests_count_block_references_and_gc_takes_only_old_unreferenced_blocks<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "bytes-owner").await;
+    let region = "ap-nanjing";
+    let (a, b, c) = ("aa".repeat(32), "bb".repeat(32), "cc".repeat(32));
+    store
+        .touch_blocks(region, &[(a.clone(), 100), (b.clone(), 200), (c.clone(), 300)], Timestamp(1_000))
+        .await
+        .expect("touch");
+    assert_eq!(store.block_totals(region).await.expect("totals"), (3, 600));
+    let first = custom_image(owner, region, "bytes-1", 31);
+    let second = custom_image(owner, region, "bytes-2", 32);
+    for img in [&first, &second] {
+        store.insert_custom_image(img, 10).await.expect("db").expect("inserted");
+    }
+    let record = |img: &Image, blocks: Vec<String>| ManifestRecord {
+        image: img.id.clone(),
+        region: region.into(),
+        manifest: vec![1, 2, 3],
+        blocks,
+        source_format: "qcow2".into(),
+        virtual_size: 3 << 20,
+    };
+    let mut normal = first.clone();
+    normal.state = ImageState::Normal;
+    store.attach_manifest(&normal, &record(&first, vec![a.clone(), b.clone()])).await.expect("attach");
+    store.attach_manifest(&second, &record(&second, vec![a.clone()])).await.expect("attach");
+    assert_eq!(store.get_manifest(&first.id).await.expect("db"), Some(record(&first, vec![a.clone(), b.clone()])));
+    assert_eq!(store.get_image(&first.id).await.expect("db").map(|i| i.state), Some(ImageState::Normal));
+    assert_eq!(store.region_manifests(region).await.expect("db").len(), 2);
+    assert_eq!(store.block_refs(region, &a).await.expect("refs"), 2);
+    assert_eq!(store.block_refs(region, &b).await.expect("refs"), 1);
+    assert_eq!(store.block_refs(region, &c).await.expect("refs"), 0);
+
+    // Only c is unreferenced, and only a cutoff after its touch collects it.
+    assert!(store.collect_unreferenced(region, Timestamp(999)).await.expect("gc").is_empty());
+    assert_eq!(store.collect_unreferenced(region, Timestamp(1_001)).await.expect("gc"), vec![c.clone()]);
+    assert!(store.detach_manifest(&first.id).await.expect("detach"));
+    assert!(!store.detach_manifest(&first.id).await.expect("detach twice"));
+    assert_eq!(store.block_refs(region, &a).await.expect("refs"), 1);
+    assert_eq!(store.block_refs(region, &b).await.expect("refs"), 0);
+    // Detaching touches the released blocks now: an old cutoff keeps them (the grace period).
+    assert!(store.collect_unreferenced(region, Timestamp(1_001)).await.expect("gc").is_empty());
+    assert_eq!(store.collect_unreferenced(region, Timestamp(i64::MAX)).await.expect("gc"), vec![b]);
+    assert_eq!(store.block_totals(region).await.expect("totals").0, 1, "a is still referenced by the second image");
+}
+
+async fn jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_lease_expiry<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "job-owner").await;
+    let region = "ap-hongkong";
+    assert_eq!(store.oldest_active_job(region).await.expect("db"), None);
+    let img = custom_image(owner, region, "importing", 41);
+    let id = store
+        .insert_image_with_job(&img, 10, &job("import", region, owner, Some(img.id.clone()), 500))
+        .await
+        .expect("db")
+        .expect("inserted");
+    assert_eq!(store.oldest_active_job(region).await.expect("db"), Some(Timestamp(500)));
+    let refused = store
+        .insert_image_with_job(&custom_image(owner, region, "over", 42), 1, &job("import", region, owner, None, 501))
+        .await
+        .expect("db");
+    assert_eq!(refused, Err(Refused::QuotaExceeded));
+
+    let claimed = store.claim_job("w1", Timestamp(600), Timestamp(630)).await.expect("db").expect("a job");
+    assert_eq!((claimed.id, claimed.state, claimed.attempts), (id, JobState::Running, 1));
+    assert_eq!(claimed.image, Some(img.id.clone()));
+    assert_eq!(store.claim_job("w2", Timestamp(610), Timestamp(640)).await.expect("db"), None, "lease held");
+    assert!(store.renew_job(id, "w1", 40, Timestamp(660), Timestamp(620)).await.expect("db"));
+    assert!(!store.renew_job(id, "w2", 40, Timestamp(660), Timestamp(620)).await.expect("db"));
+    assert_eq!(store.get_job(id).await.expect("db").map(|j| j.progress), Some(40));
+    // w1 dies: after its lease, w2 takes the job over and w1 can no longer renew it.
+    let taken = store.claim_job("w2", Timestamp(700), Timestamp(730)).await.expect("db").expect("taken over");
+    assert_eq!((taken.id, taken.attempts), (id, 2));
+    assert!(!store.renew_job(id, "w1", 50, Timestamp(760), Timestamp(701)).await.expect("db"));
+    store.finish_job(id, JobState::Succeeded, Some(r#"{"ok":true}"#), None, Timestamp(710)).await.expect("finish");
+    let done = store.get_job(id).await.expect("db").expect("job");
+    assert_eq!((done.state, done.progress, done.result.as_deref()), (JobState::Succeeded, 100, Some(r#"{"ok":true}"#)));
+    assert_eq!(store.claim_job("w3", Timestamp(800), Timestamp(830)).await.expect("db"), None);
+    assert_eq!(store.oldest_active_job(region).await.expect("db"), None);
+    let failing = store.insert_job(&job("export", region, owner, None, 900)).await.expect("insert");
+    store.claim_job("w3", Timestamp(901), Timestamp(930)).await.expect("db").expect("claimed");
+    store.finish_job(failing, JobState::Failed, None, Some("bucket gone"), Timestamp(902)).await.expect("finish");
+    let failed = store.get_job(failing).await.expect("db").expect("job");
+    assert_eq!((failed.state, failed.error.as_deref()), (JobState::Failed, Some("bucket gone")));
 }
 
 async fn new_account<S: MetaStore>(store: &S, name: &str) -> AccountId {
