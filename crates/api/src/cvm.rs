@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{code, ApiError};
-use crate::params::{opt, Field, Ty, FILTER};
+use crate::params::{opt, req, Field, Ty, FILTER, TAG};
 
 /// `DescribeImages` parameters.
 pub(crate) const DESCRIBE_IMAGES: &[Field] = &[
@@ -114,6 +114,8 @@ struct ImageOut<'a> {
     reviewed: Option<bool>,
     market_listing: Option<MarketOut<'a>>,
     failure_reason: Option<&'a str>,
+    source_format: Option<&'a str>,
+    progress: Option<u8>,
 }
 
 fn image_out<'a>(image: &'a Image, seen: ImageType, region: &Region) -> ImageOut<'a> {
@@ -162,6 +164,8 @@ fn image_out<'a>(image: &'a Image, seen: ImageType, region: &Region) -> ImageOut
             price_cny_per_hour: &m.price_cny_per_hour,
         }),
         failure_reason: image.failure_reason.as_deref(),
+        source_format: image.source_format.as_deref(),
+        progress: image.progress,
     }
 }
 
@@ -261,4 +265,275 @@ pub(crate) fn describe_zones(ctx: &Ctx<'_>) -> Result<Vec<u8>, ApiError> {
             })
             .collect(),
     })
+}
+
+const TAG_SPEC: &[Field] = &[req("ResourceType", Ty::Str), req("Tags", Ty::List(&Ty::Obj(TAG)))];
+const DATA_DISK: &[Field] = &[req("ImageUrl", Ty::Str)];
+
+/// `ImportImage` parameters (`ImageFormat` is an imaged extension: the declared format).
+pub(crate) const IMPORT_IMAGE: &[Field] = &[
+    req("Architecture", Ty::Str),
+    req("OsType", Ty::Str),
+    req("OsVersion", Ty::Str),
+    req("ImageUrl", Ty::Str),
+    req("ImageName", Ty::Str),
+    opt("ImageDescription", Ty::Str),
+    opt("DryRun", Ty::Bool),
+    opt("Force", Ty::Bool),
+    opt("TagSpecification", Ty::List(&Ty::Obj(TAG_SPEC))),
+    opt("LicenseType", Ty::Str),
+    opt("BootMode", Ty::Str),
+    opt("ImageFamily", Ty::Str),
+    opt("ImportImageDataDiskList", Ty::List(&Ty::Obj(DATA_DISK))),
+    opt("ImageFormat", Ty::Str),
+];
+
+/// `ExportImages` parameters.
+pub(crate) const EXPORT_IMAGES: &[Field] = &[
+    req("BucketName", Ty::Str),
+    opt("ImageIds", Ty::List(&Ty::Str)),
+    opt("ExportFormat", Ty::Str),
+    opt("FileNamePrefixList", Ty::List(&Ty::Str)),
+    opt("OnlyExportRootDisk", Ty::Bool),
+    opt("DryRun", Ty::Bool),
+    opt("RoleName", Ty::Str),
+    opt("SnapshotIds", Ty::List(&Ty::Str)),
+];
+
+/// `DescribeImageTasks` (an imaged extension): progress of import/export tasks.
+pub(crate) const DESCRIBE_IMAGE_TASKS: &[Field] = &[req("TaskIds", Ty::List(&Ty::UInt))];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagIn {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagSpecIn {
+    resource_type: String,
+    tags: Vec<TagIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImportImageRequest {
+    architecture: String,
+    os_type: String,
+    os_version: String,
+    image_url: String,
+    image_name: String,
+    image_description: Option<String>,
+    dry_run: Option<bool>,
+    force: Option<bool>,
+    tag_specification: Option<Vec<TagSpecIn>>,
+    license_type: Option<String>,
+    boot_mode: Option<String>,
+    image_family: Option<String>,
+    import_image_data_disk_list: Option<Vec<Value>>,
+    image_format: Option<String>,
+}
+
+fn tags_of(specs: Option<Vec<TagSpecIn>>) -> Result<Vec<imaged_domain::Tag>, ApiError> {
+    let mut tags = Vec::new();
+    for spec in specs.unwrap_or_default() {
+        if spec.resource_type != "image" {
+            return Err(ApiError::invalid_value(
+                code::INVALID_PARAMETER_VALUE,
+                format!("TagSpecification.ResourceType must be `image`, not `{}`.", spec.resource_type),
+            ));
+        }
+        tags.extend(spec.tags.into_iter().map(|t| imaged_domain::Tag { key: t.key, value: t.value }));
+    }
+    Ok(tags)
+}
+
+fn import_error(e: imaged_app::imports::ImportError) -> ApiError {
+    use imaged_app::imports::ImportError as E;
+    use imaged_domain::import::ImportRuleError as R;
+    use imaged_domain::rules::NameError;
+    let c = match &e {
+        E::Name(NameError::TooLong { .. }) => code::INVALID_PARAMETER_VALUE_TOO_LARGE,
+        E::Name(NameError::Empty) => code::INVALID_PARAMETER_VALUE,
+        E::Rule(R::OsType(_)) => code::INVALID_IMAGE_OS_TYPE,
+        E::Rule(R::OsVersion(_)) => code::INVALID_IMAGE_OS_VERSION,
+        E::Rule(R::Architecture(_)) => code::INVALID_PARAMETER_VALUE,
+        E::Rule(R::LicenseType(_)) => code::INVALID_LICENSE_TYPE,
+        E::Rule(R::BootMode(_)) => code::INVALID_BOOT_MODE,
+        E::Rule(R::Family(_)) => code::INVALID_IMAGE_FAMILY,
+        E::Url(_) | E::Format(_) => code::INVALID_PARAMETER_URL,
+        E::IsoNeedsForce => code::ISO_MUST_IMPORT_BY_FORCE,
+        E::Quota => code::IMAGE_QUOTA_LIMIT_EXCEEDED,
+        E::DuplicateName(_) => code::INVALID_IMAGE_NAME_DUPLICATE,
+        E::App(inner) => return ApiError::internal(inner),
+    };
+    ApiError::invalid_value(c, format!("{e}."))
+}
+
+pub(crate) async fn import_image(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
+    let req: ImportImageRequest = parse(params)?;
+    let region = ctx.region()?;
+    if req.import_image_data_disk_list.as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(ApiError::invalid_value(
+            code::UNSUPPORTED_OPERATION,
+            "Data-disk images (ImportImageDataDiskList) are not supported yet; import the system disk alone.".into(),
+        ));
+    }
+    let request = imaged_app::imports::ImportRequest {
+        name: req.image_name,
+        description: req.image_description,
+        os_type: req.os_type,
+        os_version: req.os_version,
+        architecture: req.architecture,
+        url: req.image_url,
+        format: req.image_format,
+        force: req.force.unwrap_or(false),
+        license_type: req.license_type,
+        boot_mode: req.boot_mode,
+        family: req.image_family,
+        tags: tags_of(req.tag_specification)?,
+        dry_run: req.dry_run.unwrap_or(false),
+    };
+    let id = ctx.service.import_image(ctx.caller, region, request).await.map_err(import_error)?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out {
+        image_id: Option<String>,
+    }
+    to_json(&Out { image_id: id.map(|i| i.to_string()) })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExportImagesRequest {
+    bucket_name: String,
+    image_ids: Option<Vec<String>>,
+    export_format: Option<String>,
+    file_name_prefix_list: Option<Vec<String>>,
+    dry_run: Option<bool>,
+    snapshot_ids: Option<Vec<String>>,
+}
+
+pub(crate) async fn export_images(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
+    use imaged_app::exports::ExportError as E;
+    let req: ExportImagesRequest = parse(params)?;
+    let region = ctx.region()?;
+    if req.snapshot_ids.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_value(
+            code::SNAPSHOT_NOT_FOUND,
+            "Snapshots do not exist in this service.".into(),
+        ));
+    }
+    let image_ids = req.image_ids.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::missing("ImageIds"))?;
+    let request = imaged_app::exports::ExportRequest {
+        bucket: req.bucket_name,
+        image_ids,
+        format: req.export_format,
+        prefixes: req.file_name_prefix_list,
+        dry_run: req.dry_run.unwrap_or(false),
+    };
+    let started = ctx.service.export_images(ctx.caller, region, request).await.map_err(|e| {
+        let c = match &e {
+            E::BucketNotFound(_) => code::BUCKET_NOT_FOUND,
+            E::Malformed(_) => code::INVALID_IMAGE_ID_MALFORMED,
+            E::NotFound(_) => code::INVALID_IMAGE_ID_NOT_FOUND,
+            E::Public(_) => code::PUBLIC_IMAGE_EXPORT_UNSUPPORTED,
+            E::Shared(_) => code::SHARED_IMAGE_EXPORT_UNSUPPORTED,
+            E::Market(_) => code::MARKET_IMAGE_EXPORT_UNSUPPORTED,
+            E::Windows(_) => code::WINDOWS_IMAGE_EXPORT_UNSUPPORTED,
+            E::State(_) => code::INVALID_IMAGE_STATE,
+            E::Format(_) => code::INVALID_PARAMETER_VALUE,
+            E::Prefixes => code::INVALID_FILE_NAME_PREFIX_LIST,
+            E::TooMany => code::INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
+            E::App(inner) => return ApiError::internal(inner),
+        };
+        ApiError::invalid_value(c, format!("{e}."))
+    })?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out {
+        task_id: Option<u64>,
+        cos_paths: Vec<String>,
+    }
+    to_json(&match started {
+        Some(s) => Out { task_id: Some(s.task_id), cos_paths: s.paths },
+        None => Out { task_id: None, cos_paths: Vec::new() },
+    })
+}
+
+pub(crate) fn describe_import_image_os() -> Result<Vec<u8>, ApiError> {
+    use imaged_domain::import::IMPORT_OS;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct OsList {
+        windows: Vec<&'static str>,
+        linux: Vec<&'static str>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct OsVersion {
+        os_name: &'static str,
+        os_versions: &'static [&'static str],
+        architecture: &'static [&'static str],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out {
+        import_image_os_list_supported: OsList,
+        import_image_os_version_set: Vec<OsVersion>,
+    }
+    to_json(&Out {
+        import_image_os_list_supported: OsList {
+            windows: IMPORT_OS.iter().filter(|o| o.windows).map(|o| o.os_type).collect(),
+            linux: IMPORT_OS.iter().filter(|o| !o.windows).map(|o| o.os_type).collect(),
+        },
+        import_image_os_version_set: IMPORT_OS
+            .iter()
+            .map(|o| OsVersion { os_name: o.os_type, os_versions: o.versions, architecture: o.architectures })
+            .collect(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeImageTasksRequest {
+    task_ids: Vec<u64>,
+}
+
+pub(crate) async fn describe_image_tasks(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
+    let req: DescribeImageTasksRequest = parse(params)?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct TaskOut {
+        task_id: u64,
+        task_type: String,
+        task_state: &'static str,
+        progress: u8,
+        image_id: Option<String>,
+        error_msg: Option<String>,
+        result: Option<Value>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out {
+        task_set: Vec<TaskOut>,
+        total_count: usize,
+    }
+    let mut set = Vec::new();
+    for id in req.task_ids {
+        if let Some(job) = ctx.service.task(ctx.caller, id).await? {
+            set.push(TaskOut {
+                task_id: job.id,
+                task_type: job.kind.to_ascii_uppercase(),
+                task_state: job.state.as_str(),
+                progress: job.progress,
+                image_id: job.image.map(|i| i.to_string()),
+                error_msg: job.error,
+                result: job.result.and_then(|r| serde_json::from_str(&r).ok()),
+            });
+        }
+    }
+    to_json(&Out { total_count: set.len(), task_set: set })
 }

@@ -57,8 +57,72 @@ pub mod code {
     /// Region exists but is not available.
     pub const INVALID_REGION_UNAVAILABLE: &str = "InvalidRegion.Unavailable";
 
+    /// A value longer than allowed.
+    pub const INVALID_PARAMETER_VALUE_TOO_LARGE: &str = "InvalidParameterValue.TooLarge";
+    /// Import OS type not supported.
+    pub const INVALID_IMAGE_OS_TYPE: &str = "InvalidImageOsType.Unsupported";
+    /// Import OS version not supported.
+    pub const INVALID_IMAGE_OS_VERSION: &str = "InvalidImageOsVersion.Unsupported";
+    /// Bad licence type.
+    pub const INVALID_LICENSE_TYPE: &str = "InvalidParameterValue.InvalidLicenseType";
+    /// Bad boot mode.
+    pub const INVALID_BOOT_MODE: &str = "InvalidParameterValue.InvalidBootMode";
+    /// Bad family name.
+    pub const INVALID_IMAGE_FAMILY: &str = "InvalidParameterValue.InvalidImageFamily";
+    /// Bad `ImageUrl`.
+    pub const INVALID_PARAMETER_URL: &str = "InvalidParameter.InvalidParameterUrlError";
+    /// ISO without `Force`.
+    pub const ISO_MUST_IMPORT_BY_FORCE: &str = "InvalidParameterValue.ISOMustImportByForce";
+    /// Custom-image quota used up.
+    pub const IMAGE_QUOTA_LIMIT_EXCEEDED: &str = "ImageQuotaLimitExceeded";
+    /// Image name taken.
+    pub const INVALID_IMAGE_NAME_DUPLICATE: &str = "InvalidImageName.Duplicate";
+    /// Not supported.
+    pub const UNSUPPORTED_OPERATION: &str = "UnsupportedOperation";
+    /// No such snapshot.
+    pub const SNAPSHOT_NOT_FOUND: &str = "InvalidParameter.SnapshotNotFound";
+    /// No such bucket.
+    pub const BUCKET_NOT_FOUND: &str = "InvalidParameterValue.BucketNotFound";
+    /// No such image.
+    pub const INVALID_IMAGE_ID_NOT_FOUND: &str = "InvalidImageId.NotFound";
+    /// Public images cannot be exported.
+    pub const PUBLIC_IMAGE_EXPORT_UNSUPPORTED: &str = "UnsupportedOperation.PublicImageExportUnsupported";
+    /// Shared images cannot be exported.
+    pub const SHARED_IMAGE_EXPORT_UNSUPPORTED: &str = "UnsupportedOperation.SharedImageExportUnsupported";
+    /// Marketplace images cannot be exported.
+    pub const MARKET_IMAGE_EXPORT_UNSUPPORTED: &str = "UnsupportedOperation.MarketImageExportUnsupported";
+    /// Windows images cannot be exported.
+    pub const WINDOWS_IMAGE_EXPORT_UNSUPPORTED: &str = "UnsupportedOperation.WindowsImageExportUnsupported";
+    /// Image state forbids the operation.
+    pub const INVALID_IMAGE_STATE: &str = "InvalidParameterValue.InvalidImageState";
+    /// Bad prefix list.
+    pub const INVALID_FILE_NAME_PREFIX_LIST: &str = "InvalidParameterValue.InvalidFileNamePrefixList";
+    /// No such upload.
+    pub const RESOURCE_NOT_FOUND: &str = "ResourceNotFound";
+
     /// Every code above, for documentation and tests.
     pub const ALL: &[&str] = &[
+        INVALID_PARAMETER_VALUE_TOO_LARGE,
+        INVALID_IMAGE_OS_TYPE,
+        INVALID_IMAGE_OS_VERSION,
+        INVALID_LICENSE_TYPE,
+        INVALID_BOOT_MODE,
+        INVALID_IMAGE_FAMILY,
+        INVALID_PARAMETER_URL,
+        ISO_MUST_IMPORT_BY_FORCE,
+        IMAGE_QUOTA_LIMIT_EXCEEDED,
+        INVALID_IMAGE_NAME_DUPLICATE,
+        UNSUPPORTED_OPERATION,
+        SNAPSHOT_NOT_FOUND,
+        BUCKET_NOT_FOUND,
+        INVALID_IMAGE_ID_NOT_FOUND,
+        PUBLIC_IMAGE_EXPORT_UNSUPPORTED,
+        SHARED_IMAGE_EXPORT_UNSUPPORTED,
+        MARKET_IMAGE_EXPORT_UNSUPPORTED,
+        WINDOWS_IMAGE_EXPORT_UNSUPPORTED,
+        INVALID_IMAGE_STATE,
+        INVALID_FILE_NAME_PREFIX_LIST,
+        RESOURCE_NOT_FOUND,
         SECRET_ID_NOT_FOUND,
         INVALID_AUTHORIZATION,
         SIGNATURE_EXPIRE,

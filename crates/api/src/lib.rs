@@ -6,6 +6,7 @@
 //! - [`error`]: every error code in one list, and [`ApiError`] with English/Chinese messages.
 //! - `server`: the axum router, the request pipeline and Tencent's envelope.
 //! - `cvm`: CVM `2017-03-12` actions.
+//! - `transfer`: resumable uploads (`/upload`) and downloads of exported files (`/download`).
 //!
 //! This crate parses and answers; the use cases live in `imaged-app`.
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod params;
 mod server;
 pub mod tc3;
+mod transfer;
 
 pub use error::ApiError;
 pub use server::{router, serve, MAX_POST_BYTES, MAX_QUERY_BYTES};

@@ -36,14 +36,17 @@ enum RegionUse {
     Ignored,
 }
 
-/// The actions, named as on the wire (all `Describe*` for now; mutating ones follow).
-#[allow(clippy::enum_variant_names)]
+/// The actions, named as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ActionId {
     DescribeImages,
     DescribeImageQuota,
     DescribeRegions,
     DescribeZones,
+    ImportImage,
+    ExportImages,
+    DescribeImportImageOs,
+    DescribeImageTasks,
 }
 
 struct Action {
@@ -88,11 +91,48 @@ const ACTIONS: &[Action] = &[
         region: RegionUse::Required,
         id: ActionId::DescribeZones,
     },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "ImportImage",
+        params: cvm::IMPORT_IMAGE,
+        region: RegionUse::Required,
+        id: ActionId::ImportImage,
+    },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "ExportImages",
+        params: cvm::EXPORT_IMAGES,
+        region: RegionUse::Required,
+        id: ActionId::ExportImages,
+    },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "DescribeImportImageOs",
+        params: cvm::NONE,
+        region: RegionUse::Required,
+        id: ActionId::DescribeImportImageOs,
+    },
+    Action {
+        service: "cvm",
+        version: "2017-03-12",
+        name: "DescribeImageTasks",
+        params: cvm::DESCRIBE_IMAGE_TASKS,
+        region: RegionUse::Ignored,
+        id: ActionId::DescribeImageTasks,
+    },
 ];
 
 /// Builds the router over `service`.
 pub fn router(service: Service) -> Router {
-    Router::new().route("/healthz", get(healthz)).fallback(api).with_state(service)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/upload", axum::routing::any(crate::transfer::upload))
+        .route("/download", axum::routing::any(crate::transfer::download))
+        .fallback(api)
+        .with_state(service)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
@@ -108,7 +148,7 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let mut b = [0u8; 16];
     if getrandom::fill(&mut b).is_err() {
         // Unique enough for correlation even without system randomness.
@@ -122,7 +162,7 @@ fn request_id() -> String {
 }
 
 /// Wraps an action's response object (or an error) in `{"Response": {…, "RequestId": …}}`.
-fn envelope(request_id: &str, result: Result<Vec<u8>, ApiError>, lang: Language) -> Vec<u8> {
+pub(crate) fn envelope(request_id: &str, result: Result<Vec<u8>, ApiError>, lang: Language) -> Vec<u8> {
     match result {
         Ok(mut obj) => {
             // `obj` is a serialised JSON object: splice RequestId in before its closing brace.
@@ -145,7 +185,7 @@ fn envelope(request_id: &str, result: Result<Vec<u8>, ApiError>, lang: Language)
     }
 }
 
-fn json_response(body: Vec<u8>) -> Response {
+pub(crate) fn json_response(body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
@@ -258,11 +298,15 @@ async fn handle(service: Service, req: Request<Body>) -> Result<Vec<u8>, ApiErro
         ActionId::DescribeImageQuota => cvm::describe_image_quota(&ctx).await,
         ActionId::DescribeRegions => cvm::describe_regions(&ctx),
         ActionId::DescribeZones => cvm::describe_zones(&ctx),
+        ActionId::ImportImage => cvm::import_image(&ctx, params).await,
+        ActionId::ExportImages => cvm::export_images(&ctx, params).await,
+        ActionId::DescribeImportImageOs => cvm::describe_import_image_os(),
+        ActionId::DescribeImageTasks => cvm::describe_image_tasks(&ctx, params).await,
     }
 }
 
 /// Verifies the request's TC3 signature; returns the caller and the scope's service.
-async fn authenticate(
+pub(crate) async fn authenticate(
     service: &Service,
     headers: &HeaderMap,
     method: &str,

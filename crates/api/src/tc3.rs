@@ -170,6 +170,18 @@ pub fn authorization_header(
     timestamp: i64,
     req: &ClientRequest<'_>,
 ) -> String {
+    authorization_header_with(secret_id, secret_key, service, timestamp, req, false)
+}
+
+/// As [`authorization_header`], optionally for an `UNSIGNED-PAYLOAD` body.
+pub fn authorization_header_with(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    timestamp: i64,
+    req: &ClientRequest<'_>,
+    unsigned_payload: bool,
+) -> String {
     let date = imaged_domain::time::Timestamp(timestamp).utc_date();
     let auth = Authorization {
         secret_id: secret_id.to_owned(),
@@ -184,7 +196,7 @@ pub fn authorization_header(
         query: req.query,
         header_values: &values,
         body: req.body,
-        unsigned_payload: false,
+        unsigned_payload,
     };
     let sts = string_to_sign(&timestamp.to_string(), &auth.scope(), &canonical_request(&auth, &signed));
     let signature = sign(secret_key, &auth.date, service, &sts);

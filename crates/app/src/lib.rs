@@ -4,9 +4,25 @@
 //! - [`secrets`]: the master key in the data directory and sealing of API secret keys at rest.
 //! - [`service`]: [`Service`], the façade the API and the operator commands call: bootstrap
 //!   (catalogue, administrator), accounts and keys, authentication lookups, image listing.
+//! - [`data`]: where bytes live: per-region block stores, uploads, scratch, export buckets.
+//! - [`disk`]: reading an inspected image block by block (sparse raw, native qcow2, qemu-img).
+//! - [`ingest`]: a disk into a manifest of stored blocks, bounded memory, hashing in parallel.
+//! - [`imports`], [`exports`]: `ImportImage` and `ExportImages`, as requests and as jobs.
+//! - [`jobs`]: the durable job runner (leases, retries, failure marking).
+//! - [`maintenance`]: garbage collection and fsck of the block stores.
+//! - [`demo`]: real demo disks for the built-in catalogue.
 //!
 //! No HTTP types here: the API crate parses requests into calls on [`Service`].
 
+pub mod data;
+pub mod demo;
+pub mod disk;
+pub mod exports;
+mod http;
+pub mod imports;
+pub mod ingest;
+pub mod jobs;
+pub mod maintenance;
 pub mod secrets;
 pub mod service;
 

@@ -10,6 +10,7 @@ use imaged_domain::time::Timestamp;
 use imaged_domain::{catalog, AccountId, Image, ImageType, Region, RegionCatalog, SecretId};
 use imaged_metastore::{AccountRecord, KeyRecord, KeyStatus, MetaStore, MetaStoreError, Role};
 
+use crate::data::DataConfig;
 use crate::secrets::{random_bytes, write_private_file, MasterKey, SecretsError};
 
 /// File name of the administrator's credentials in the data directory.
@@ -41,6 +42,9 @@ pub enum AppError {
     /// No such account.
     #[error("no account {0}")]
     NoSuchAccount(AccountId),
+    /// An unexpected conflict in the store.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// An account's identity and one API key, in the shape of `credentials.json`.
@@ -100,6 +104,9 @@ pub struct Service {
     regions: Arc<RegionCatalog>,
     limits: Limits,
     master_key: MasterKey,
+    data: Arc<DataConfig>,
+    wake: Arc<tokio::sync::Notify>,
+    worker_id: Arc<str>,
 }
 
 /// The current time.
@@ -110,8 +117,42 @@ pub fn now() -> Timestamp {
 
 impl Service {
     /// A service over `store`.
-    pub fn new(store: Arc<dyn MetaStore>, regions: RegionCatalog, limits: Limits, master_key: MasterKey) -> Self {
-        Self { store, regions: Arc::new(regions), limits, master_key }
+    pub fn new(
+        store: Arc<dyn MetaStore>,
+        regions: RegionCatalog,
+        limits: Limits,
+        master_key: MasterKey,
+        data: DataConfig,
+    ) -> Self {
+        let worker_id =
+            format!("{}-{}", std::process::id(), random_bytes::<4>().map(hex::encode).unwrap_or_else(|_| "w".into()));
+        Self {
+            store,
+            regions: Arc::new(regions),
+            limits,
+            master_key,
+            data: Arc::new(data),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            worker_id: worker_id.into(),
+        }
+    }
+
+    /// The data plane's configuration (block stores, uploads, buckets).
+    pub fn data(&self) -> &DataConfig {
+        &self.data
+    }
+
+    /// Wakes idle job workers (a job was queued).
+    pub fn wake_workers(&self) {
+        self.wake.notify_waiters();
+    }
+
+    pub(crate) fn wakeup(&self) -> &tokio::sync::Notify {
+        &self.wake
+    }
+
+    pub(crate) fn worker_id(&self) -> &str {
+        &self.worker_id
     }
 
     /// The configured regions.
@@ -140,8 +181,9 @@ impl Service {
             }
         }
         if !missing.is_empty() {
-            tracing::info!(count = missing.len(), "adding catalogue images");
-            self.store.put_images(&missing).await?;
+            tracing::info!(count = missing.len(), "adding catalogue images with demo disks");
+            // Bytes first: a catalogue image appears only once its demo disk is stored.
+            self.ensure_demo_disks(&missing).await.map_err(AppError::Conflict)?;
         }
         if self.store.list_accounts().await?.iter().any(|a| a.role == Role::Admin) {
             return Ok(None);
@@ -260,6 +302,11 @@ impl Service {
         Ok(ImageListing { total, items })
     }
 
+    /// A job of the caller's, by id.
+    pub async fn task(&self, caller: AccountId, id: u64) -> Result<Option<imaged_metastore::JobRecord>, AppError> {
+        Ok(self.store.get_job(id).await?.filter(|j| j.account == caller))
+    }
+
     /// `DescribeImageQuota`: the caller's custom-image quota per region.
     pub async fn image_quota(&self, caller: AccountId) -> Result<u32, AppError> {
         let account = self.store.get_account(caller).await?.ok_or(AppError::NoSuchAccount(caller))?;
@@ -276,7 +323,8 @@ mod tests {
 
     async fn service(dir: &Path) -> Service {
         let store = SqliteStore::open(&dir.join("meta.db")).await.expect("open");
-        Service::new(Arc::new(store), RegionCatalog::default(), Limits::default(), MasterKey::from_bytes([3; 32]))
+        let data = DataConfig::local(dir).expect("data config");
+        Service::new(Arc::new(store), RegionCatalog::default(), Limits::default(), MasterKey::from_bytes([3; 32]), data)
     }
 
     #[tokio::test]

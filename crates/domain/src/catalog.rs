@@ -60,6 +60,8 @@ fn image(row: &Row, kind: ImageKind) -> Image {
         sync_percent: None,
         failure_reason: None,
         market: None,
+        source_format: None,
+        progress: None,
     }
 }
 

@@ -259,6 +259,13 @@ pub struct Image {
     pub failure_reason: Option<String>,
     /// Marketplace listing, for marketplace images.
     pub market: Option<MarketListing>,
+    /// The format the image's source was detected as at import (`raw`, `qcow2`, …), recorded
+    /// so that no later tool ever probes it.
+    #[serde(default)]
+    pub source_format: Option<String>,
+    /// Progress of the work filling the image (import, capture), in percent.
+    #[serde(default)]
+    pub progress: Option<u8>,
 }
 
 #[cfg(test)]

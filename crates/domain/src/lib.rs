@@ -14,6 +14,7 @@
 pub mod catalog;
 pub mod ids;
 pub mod image;
+pub mod import;
 pub mod query;
 pub mod region;
 pub mod rules;

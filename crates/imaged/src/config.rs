@@ -7,6 +7,10 @@
 //! | listen address | `--listen` | `IMAGED_LISTEN` | `listen` | `127.0.0.1:9180` |
 //! | metadata database | | `IMAGED_DATABASE_URL` | `database_url` | SQLite at `DATA_DIR/meta.db` |
 //! | PostgreSQL schema | | `IMAGED_DATABASE_SCHEMA` | `database_schema` | the connection's default |
+//! | `file://` import directory | | `IMAGED_IMPORT_DIR` | `import_dir` | none (`file://` refused) |
+//! | job lease, seconds | | `IMAGED_JOB_LEASE_SECS` | `job_lease_secs` | 30 |
+//! | largest virtual size, GiB | | | `max_virtual_size_gib` | 2048 |
+//! | export buckets | | | `[buckets]` name = "dir" | `exports` = `DATA_DIR/buckets/exports` |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //!
 //! The file may also set `[limits]` and replace the region set with `[[regions]]`.
@@ -37,6 +41,15 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     /// PostgreSQL schema to keep the tables in (created if missing).
     pub database_schema: Option<String>,
+    /// Directory `file://` import URLs may read from.
+    pub import_dir: Option<PathBuf>,
+    /// Seconds a job worker's claim lasts without renewal.
+    pub job_lease_secs: Option<u64>,
+    /// Largest virtual disk accepted at import, in GiB.
+    pub max_virtual_size_gib: Option<u64>,
+    /// Export buckets: name = local directory.
+    #[serde(default)]
+    pub buckets: std::collections::BTreeMap<String, PathBuf>,
     /// Quotas (custom images per region per account, accounts per shared image).
     #[serde(default)]
     pub limits: Limits,
@@ -55,6 +68,14 @@ pub struct Config {
     pub database_url: Option<String>,
     /// PostgreSQL schema, when not the default.
     pub database_schema: Option<String>,
+    /// Directory `file://` imports may read from.
+    pub import_dir: Option<PathBuf>,
+    /// Job lease in seconds.
+    pub job_lease_secs: u64,
+    /// Largest virtual disk accepted at import, in bytes.
+    pub max_virtual_size: u64,
+    /// Extra export buckets.
+    pub buckets: std::collections::BTreeMap<String, PathBuf>,
     /// Limits.
     pub limits: Limits,
     /// Regions.
@@ -107,11 +128,29 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let database_url = env("IMAGED_DATABASE_URL").or(file.database_url);
         let database_schema = env("IMAGED_DATABASE_SCHEMA").or(file.database_schema);
+        let import_dir = env("IMAGED_IMPORT_DIR").map(PathBuf::from).or(file.import_dir);
+        let job_lease_secs = match env("IMAGED_JOB_LEASE_SECS") {
+            Some(v) => v.parse().context("IMAGED_JOB_LEASE_SECS must be a number of seconds")?,
+            None => file.job_lease_secs.unwrap_or(30),
+        };
+        let max_virtual_size =
+            file.max_virtual_size_gib.map_or(imaged_app::data::DEFAULT_MAX_VIRTUAL_SIZE, |g| g << 30);
         let regions = match file.regions {
             Some(r) => RegionCatalog::new(r).context("invalid [[regions]] in the config file")?,
             None => RegionCatalog::default(),
         };
-        Ok(Self { data_dir, listen, database_url, database_schema, limits: file.limits, regions })
+        Ok(Self {
+            data_dir,
+            listen,
+            database_url,
+            database_schema,
+            import_dir,
+            job_lease_secs,
+            max_virtual_size,
+            buckets: file.buckets,
+            limits: file.limits,
+            regions,
+        })
     }
 }
 

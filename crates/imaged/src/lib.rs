@@ -1,11 +1,13 @@
 //! The `imaged` binary's library half: configuration and wiring of concrete backends, shared by
 //! the `imaged` command and the benchmark. This is the only crate that picks backends.
 
+pub mod client;
 pub mod config;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use imaged_app::data::DataConfig;
 use imaged_app::{MasterKey, Service};
 use imaged_metastore::postgres::PostgresStore;
 use imaged_metastore::sqlite::SqliteStore;
@@ -42,5 +44,10 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
         }
     };
     let master_key = MasterKey::load_or_create(&cfg.data_dir)?;
-    Ok(Service::new(store, cfg.regions.clone(), cfg.limits, master_key))
+    let mut data = DataConfig::local(&cfg.data_dir).context("preparing the block store")?;
+    data.import_dir = cfg.import_dir.clone();
+    data.job_lease_secs = cfg.job_lease_secs.max(1);
+    data.max_virtual_size = cfg.max_virtual_size;
+    data.buckets.extend(cfg.buckets.clone());
+    Ok(Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data))
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use imaged::client::{Client, ProgressBar};
 use imaged::config::{Config, Overrides};
 use imaged::open_service;
 use imaged_domain::AccountId;
@@ -43,6 +44,108 @@ enum Command {
     /// Manage API keys (operator; works while the server runs).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Re-hash every stored block and name the images a missing or damaged block belongs to
+    /// (operator). Exits non-zero when something is wrong.
+    Fsck {
+        /// Only this region (`public` is the catalogue's store).
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete stored blocks no image references any more (operator).
+    Gc {
+        /// Keep unreferenced blocks younger than this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        grace_secs: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage the public image catalogue (operator).
+    #[command(subcommand)]
+    PublicImage(PublicImageCommand),
+    /// Inspect a local disk image safely (like `qemu-img info`, without running qemu).
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// The format you expect it to be (a mismatch is a rejection).
+        #[arg(long)]
+        declared: Option<String>,
+        /// `json` or `text`.
+        #[arg(long, default_value = "text")]
+        output: String,
+    },
+    /// Upload a file to the service (resumable); prints {"UploadId", "ImageUrl"} for ImportImage.
+    Upload {
+        /// The file.
+        file: PathBuf,
+        /// Resume this upload instead of starting a new one.
+        #[arg(long)]
+        resume: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Upload a disk image and import it as a custom image; waits and prints {"ImageId"}.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// Image name.
+        #[arg(long)]
+        name: String,
+        /// OS type (see DescribeImportImageOs), e.g. CentOS.
+        #[arg(long)]
+        os_type: String,
+        /// OS version, e.g. 7 (or -).
+        #[arg(long)]
+        os_version: String,
+        /// x86_64, i386 or arm_64.
+        #[arg(long)]
+        arch: String,
+        /// The file's format (raw, qcow2, vmdk, vhd, vhdx, iso); checked against its bytes.
+        #[arg(long)]
+        format: Option<String>,
+        /// Needed for ISO images.
+        #[arg(long)]
+        force: bool,
+        /// `json` or `text`.
+        #[arg(long, default_value = "text")]
+        output: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Export a custom image to a file (RAW, QCOW2, VHD or VMDK); waits and downloads it.
+    Export {
+        /// The image.
+        image_id: String,
+        /// raw, qcow2, vhd or vmdk.
+        #[arg(long, default_value = "raw")]
+        format: String,
+        /// Where to write the file.
+        #[arg(long)]
+        output: PathBuf,
+        /// The bucket the service writes to first.
+        #[arg(long, default_value = imaged_app::data::DEFAULT_BUCKET)]
+        bucket: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Where and as whom the client commands call.
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// API endpoint (env IMAGED_ENDPOINT; default http://127.0.0.1:9180).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region (env TENCENTCLOUD_REGION; default ap-guangzhou).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::from_env(self.endpoint.as_deref(), self.region.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -68,6 +171,35 @@ enum AccountCommand {
         /// The quota; omit to return to the configured default.
         #[arg(long)]
         quota: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum PublicImageCommand {
+    /// Add a real disk image as a public image, offered in every region; prints {"ImageId"}.
+    Add {
+        /// The disk image (raw, qcow2, vmdk, vhd, vhdx or iso).
+        file: PathBuf,
+        /// Image name.
+        #[arg(long)]
+        name: String,
+        /// Display OS name, e.g. "Debian 12.5 64bit".
+        #[arg(long)]
+        os_name: String,
+        /// OS family, e.g. Debian, CentOS, Windows.
+        #[arg(long)]
+        platform: String,
+        /// x86_64, arm or i386.
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The file's format, checked against its bytes.
+        #[arg(long)]
+        format: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -164,6 +296,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         println!("(also written to {}):", cfg.data_dir.join(imaged_app::service::CREDENTIALS_FILE).display());
         println!("{}", serde_json::to_string_pretty(&creds)?);
     }
+    service.spawn_job_workers(2);
+    let gc = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            for region in gc.byte_regions() {
+                if let Err(e) = gc.collect_garbage(&region, imaged_app::maintenance::GC_GRACE_PERIOD).await {
+                    tracing::warn!(region, "garbage collection failed: {e}");
+                }
+            }
+        }
+    });
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -182,8 +327,174 @@ async fn set_key_enabled(secret_id: &str, common: &Common, enabled: bool) -> any
     Ok(())
 }
 
+fn inspect_file(file: &std::path::Path, declared: Option<&str>, output: &str) -> anyhow::Result<bool> {
+    use imaged_diskfmt::{inspect, Format, Policy};
+    let declared = declared.map(|d| Format::parse(d).with_context(|| format!("unknown format `{d}`"))).transpose()?;
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let (json, ok) = match inspect(&f, declared, &Policy::default()) {
+        Ok(i) => (
+            serde_json::json!({"verdict": "accept", "format": i.format.as_str(), "virtual_size": i.virtual_size,
+                "reason": null, "detail": i.subformat}),
+            true,
+        ),
+        Err(r) => (
+            serde_json::json!({"verdict": "reject", "format": r.format.map(|f| f.as_str()), "virtual_size": null,
+                "reason": r.reason.as_str(), "detail": r.detail}),
+            false,
+        ),
+    };
+    if output == "json" {
+        println!("{json}");
+    } else if ok {
+        println!(
+            "accept: {} image, virtual size {} bytes",
+            json["format"].as_str().unwrap_or("?"),
+            json["virtual_size"]
+        );
+    } else {
+        println!("reject ({}): {}", json["reason"].as_str().unwrap_or("?"), json["detail"].as_str().unwrap_or(""));
+    }
+    Ok(ok)
+}
+
+/// Polls until `done` says the work ended; shows `percent` on a bar.
+async fn wait_for<F, Fut>(label: &'static str, mut poll: F) -> anyhow::Result<serde_json::Value>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Option<u8>, Option<anyhow::Result<serde_json::Value>>)>>,
+{
+    let mut bar = ProgressBar::new(label, 100);
+    loop {
+        let (pct, done) = poll().await?;
+        bar.set(u64::from(pct.unwrap_or(0)));
+        if let Some(result) = done {
+            if result.is_ok() {
+                bar.finish();
+            }
+            return result;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Fsck { region, common } => {
+            let svc = open_service(&load(&common, None)?).await?;
+            let regions = match region {
+                Some(r) => vec![r],
+                None => svc.byte_regions(),
+            };
+            let mut bad = false;
+            let mut reports = Vec::new();
+            for r in regions {
+                let report = svc.fsck(&r).await?;
+                bad |= !report.bad_blocks.is_empty();
+                if report.checked_blocks > 0 || !report.bad_blocks.is_empty() {
+                    reports.push(report);
+                }
+            }
+            print_json(&reports)?;
+            if bad {
+                bail!("damaged or missing blocks found");
+            }
+            Ok(())
+        }
+        Command::Gc { grace_secs, common } => {
+            let svc = open_service(&load(&common, None)?).await?;
+            let mut reports = Vec::new();
+            for r in svc.byte_regions() {
+                reports.push(svc.collect_garbage(&r, std::time::Duration::from_secs(grace_secs)).await?);
+            }
+            print_json(&reports)
+        }
+        Command::PublicImage(PublicImageCommand::Add {
+            file,
+            name,
+            os_name,
+            platform,
+            arch,
+            description,
+            format,
+            common,
+        }) => {
+            let svc = open_service(&load(&common, None)?).await?;
+            let architecture =
+                imaged_domain::Architecture::parse(&arch).with_context(|| format!("unknown architecture `{arch}`"))?;
+            let declared = format
+                .map(|f| imaged_diskfmt::Format::parse(&f).with_context(|| format!("unknown format `{f}`")))
+                .transpose()?;
+            let spec =
+                imaged_app::demo::PublicImageSpec { name, os_name, platform, architecture, description, declared };
+            let id = svc.add_public_image(&file, spec).await.map_err(|e| anyhow::anyhow!(e))?;
+            print_json(&serde_json::json!({"ImageId": id.to_string()}))
+        }
+        Command::Inspect { file, declared, output } => {
+            if !inspect_file(&file, declared.as_deref(), &output)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Upload { file, resume, client } => {
+            let (id, url) = client.client()?.upload(&file, resume.as_deref()).await?;
+            print_json(&serde_json::json!({"UploadId": id, "ImageUrl": url}))
+        }
+        Command::Import { file, name, os_type, os_version, arch, format, force, output, client } => {
+            let c = client.client()?;
+            let (_, url) = c.upload(&file, None).await?;
+            let mut params = serde_json::json!({"ImageUrl": url, "ImageName": name, "OsType": os_type,
+                "OsVersion": os_version, "Architecture": arch, "Force": force});
+            if let Some(f) = format {
+                params["ImageFormat"] = f.into();
+            }
+            let image_id = c.call("ImportImage", &params).await?["ImageId"].as_str().context("no ImageId")?.to_owned();
+            let ids = serde_json::json!({"ImageIds": [image_id]});
+            wait_for("import", || async {
+                let r = c.call("DescribeImages", &ids).await?;
+                let img = &r["ImageSet"][0];
+                let state = img["ImageState"].as_str().unwrap_or("");
+                let pct = img["Progress"].as_u64().and_then(|p| u8::try_from(p).ok());
+                Ok(match state {
+                    "NORMAL" => (Some(100), Some(Ok(serde_json::Value::Null))),
+                    "IMPORTFAILED" => (
+                        pct,
+                        Some(Err(anyhow::anyhow!("import failed: {}", img["FailureReason"].as_str().unwrap_or("?")))),
+                    ),
+                    _ => (pct, None),
+                })
+            })
+            .await?;
+            if output == "json" {
+                print_json(&serde_json::json!({"ImageId": image_id}))
+            } else {
+                println!("{image_id}");
+                Ok(())
+            }
+        }
+        Command::Export { image_id, format, output, bucket, client } => {
+            let c = client.client()?;
+            let params = serde_json::json!({"BucketName": bucket, "ImageIds": [image_id], "ExportFormat": format.to_ascii_uppercase()});
+            let r = c.call("ExportImages", &params).await?;
+            let task = r["TaskId"].as_u64().context("no TaskId")?;
+            let name = r["CosPaths"][0].as_str().context("no CosPaths")?.to_owned();
+            let q = serde_json::json!({"TaskIds": [task]});
+            wait_for("export", || async {
+                let r = c.call("DescribeImageTasks", &q).await?;
+                let t = &r["TaskSet"][0];
+                let pct = t["Progress"].as_u64().and_then(|p| u8::try_from(p).ok());
+                Ok(match t["TaskState"].as_str().unwrap_or("") {
+                    "SUCCEEDED" => (Some(100), Some(Ok(serde_json::Value::Null))),
+                    "FAILED" => {
+                        (pct, Some(Err(anyhow::anyhow!("export failed: {}", t["ErrorMsg"].as_str().unwrap_or("?")))))
+                    }
+                    _ => (pct, None),
+                })
+            })
+            .await?;
+            let bytes = c.download(&bucket, &name, &output).await?;
+            eprintln!("wrote {} ({bytes} bytes)", output.display());
+            Ok(())
+        }
         Command::Serve { listen, common } => serve(load(&common, listen)?).await,
         Command::Account(cmd) => match cmd {
             AccountCommand::Create { name, common } => {

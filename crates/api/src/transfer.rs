@@ -1,0 +1,167 @@
+//! Byte transfer next to the API: resumable uploads (`POST /upload?Op=…`) whose result is an
+//! `upload://ID` URL that `ImportImage` accepts, and downloads of exported files
+//! (`GET /download?Bucket=…&Name=…`). Both are signed with TC3 like the API (the query string is
+//! part of the signature; upload bodies are sent as `UNSIGNED-PAYLOAD`) and answer errors in
+//! the same envelope.
+//!
+//! Uploads are contiguous: `Op=append&Offset=N` must continue at the upload's current size
+//! (`Op=status` tells it), so an interrupted client resumes where the server stopped. A client
+//! may skip all-zero ranges with `Op=zero&Offset=N&Length=M`, which extends the file with a hole.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method, Request};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use imaged_app::data::UploadError;
+use imaged_app::Service;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{code, ApiError, Language};
+use crate::server::{authenticate, envelope, json_response, request_id};
+
+/// Largest append in one request.
+pub(crate) const MAX_APPEND_BYTES: u64 = 256 << 20;
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn upload_error(e: UploadError) -> ApiError {
+    match e {
+        UploadError::NotFound => {
+            ApiError::invalid_value(code::RESOURCE_NOT_FOUND, "The upload does not exist or is not yours.".into())
+        }
+        UploadError::WrongOffset { expected } => ApiError::invalid_value(
+            code::INVALID_PARAMETER_VALUE,
+            format!("Offset must be the upload's current size, {expected}."),
+        ),
+        UploadError::Io(io) => ApiError::internal(&io),
+    }
+}
+
+fn number(query: &str, name: &str) -> Result<u64, ApiError> {
+    query_param(query, name)
+        .ok_or_else(|| ApiError::missing(name))?
+        .parse()
+        .map_err(|_| ApiError::invalid_parameter(name, "expected a non-negative integer"))
+}
+
+pub(crate) async fn upload(State(service): State<Service>, req: Request<Body>) -> Response {
+    let lang = Language::from_header(req.headers().get("x-tc-language").and_then(|v| v.to_str().ok()));
+    let id = request_id();
+    let result = match tokio::spawn(handle_upload(service, req)).await {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::internal(&format!("upload task failed: {e}"))),
+    };
+    json_response(envelope(&id, result, lang))
+}
+
+async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::new(code::UNSUPPORTED_PROTOCOL, "Uploads use POST.", "上传请使用 POST。"));
+    }
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let unsigned = parts.headers.get("x-tc-content-sha256").is_some_and(|v| v == crate::tc3::UNSIGNED_PAYLOAD);
+    if !unsigned {
+        return Err(ApiError::invalid_parameter("X-TC-Content-SHA256", "uploads must be sent as UNSIGNED-PAYLOAD"));
+    }
+    let (caller, _) = authenticate(&service, &parts.headers, "POST", &query, b"").await?;
+    let data = service.data();
+    let op = query_param(&query, "Op").ok_or_else(|| ApiError::missing("Op"))?;
+    let upload_id = || query_param(&query, "UploadId").ok_or_else(|| ApiError::missing("UploadId"));
+    let out = match op.as_str() {
+        "create" => {
+            let id = data.create_upload(caller).map_err(|e| ApiError::internal(&e))?;
+            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": 0})
+        }
+        "status" => {
+            let id = upload_id()?;
+            let size = data.upload_size(caller, &id).map_err(upload_error)?;
+            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": size})
+        }
+        "zero" => {
+            let id = upload_id()?;
+            let (offset, length) = (number(&query, "Offset")?, number(&query, "Length")?);
+            let end = offset.checked_add(length).filter(|e| *e <= data.max_virtual_size).ok_or_else(|| {
+                ApiError::invalid_value(code::INVALID_PARAMETER_VALUE, "The upload would exceed the size limit.".into())
+            })?;
+            let file = data.open_upload_at(caller, &id, offset).map_err(upload_error)?;
+            file.set_len(end).map_err(|e| ApiError::internal(&e))?;
+            serde_json::json!({"UploadId": id, "Size": end})
+        }
+        "append" => {
+            let id = upload_id()?;
+            let offset = number(&query, "Offset")?;
+            let file = data.open_upload_at(caller, &id, offset).map_err(upload_error)?;
+            let mut file = tokio::fs::File::from_std(file);
+            let mut body = body;
+            let mut written = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ApiError::invalid_parameter("body", &format!("interrupted: {e}")))?;
+                if let Some(chunk) = frame.data_ref() {
+                    written += chunk.len() as u64;
+                    if written > MAX_APPEND_BYTES || offset + written > data.max_virtual_size {
+                        return Err(ApiError::new(
+                            code::REQUEST_SIZE_LIMIT_EXCEEDED,
+                            format!("An append may carry at most {MAX_APPEND_BYTES} bytes, within the size limit."),
+                            format!("单次追加最多 {MAX_APPEND_BYTES} 字节。"),
+                        ));
+                    }
+                    file.write_all(chunk).await.map_err(|e| ApiError::internal(&e))?;
+                }
+            }
+            file.flush().await.map_err(|e| ApiError::internal(&e))?;
+            serde_json::json!({"UploadId": id, "Size": offset + written})
+        }
+        other => {
+            return Err(ApiError::invalid_parameter("Op", &format!("`{other}` is not create, status, append or zero")))
+        }
+    };
+    serde_json::to_vec(&out).map_err(|e| ApiError::internal(&e))
+}
+
+pub(crate) async fn download(State(service): State<Service>, req: Request<Body>) -> Response {
+    let lang = Language::from_header(req.headers().get("x-tc-language").and_then(|v| v.to_str().ok()));
+    let (parts, _) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let found = async {
+        let (caller, _) = authenticate(&service, &parts.headers, "GET", &query, b"").await?;
+        let bucket = query_param(&query, "Bucket").ok_or_else(|| ApiError::missing("Bucket"))?;
+        let name = query_param(&query, "Name").ok_or_else(|| ApiError::missing("Name"))?;
+        let path = service.exported_file(caller, &bucket, &name).await?.ok_or_else(|| {
+            ApiError::invalid_value(
+                code::RESOURCE_NOT_FOUND,
+                format!("No exported file `{name}` of yours in `{bucket}`."),
+            )
+        })?;
+        tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(&e))
+    }
+    .await;
+    match found {
+        Ok(file) => {
+            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+            let stream = futures::stream::unfold(file, |mut file| async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
+                    }
+                    Err(e) => Some((Err(e), file)),
+                }
+            });
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
+                resp.headers_mut().insert(axum::http::header::CONTENT_LENGTH, v);
+            }
+            resp
+        }
+        Err(e) => json_response(envelope(&request_id(), Err(e), lang)),
+    }
+}

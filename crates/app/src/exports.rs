@@ -1,0 +1,286 @@
+//! `ExportImages`: a custom image's blocks written out as RAW, QCOW2, VHD or VMDK into a bucket
+//! (a local directory the operator names), by a durable job.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use imaged_chunkstore::{BlockStore, Manifest};
+use imaged_diskfmt::Format;
+use imaged_domain::{AccountId, ImageId, ImageKind, ImageState, Region};
+use imaged_metastore::{JobRecord, JobState};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::convert_from_raw;
+use crate::ingest::Progress;
+use crate::jobs::JobFailure;
+use crate::service::{now, AppError, Service};
+
+/// What a user asks `ExportImages` for.
+#[derive(Debug, Clone, Default)]
+pub struct ExportRequest {
+    /// Bucket name.
+    pub bucket: String,
+    /// Images to export.
+    pub image_ids: Vec<String>,
+    /// RAW (default), QCOW2, VHD or VMDK.
+    pub format: Option<String>,
+    /// One file-name prefix per image.
+    pub prefixes: Option<Vec<String>>,
+    /// Check only.
+    pub dry_run: bool,
+}
+
+/// Why `ExportImages` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// No such bucket.
+    #[error("bucket `{0}` does not exist")]
+    BucketNotFound(String),
+    /// Malformed image id.
+    #[error("malformed image id `{0}`")]
+    Malformed(String),
+    /// Not found (or not visible).
+    #[error("image `{0}` does not exist")]
+    NotFound(String),
+    /// Public images cannot be exported.
+    #[error("public image `{0}` cannot be exported")]
+    Public(String),
+    /// Shared images cannot be exported.
+    #[error("shared image `{0}` cannot be exported")]
+    Shared(String),
+    /// Marketplace images cannot be exported.
+    #[error("marketplace image `{0}` cannot be exported")]
+    Market(String),
+    /// Windows images cannot be exported.
+    #[error("Windows image `{0}` cannot be exported")]
+    Windows(String),
+    /// Not NORMAL.
+    #[error("image `{0}` is not NORMAL")]
+    State(String),
+    /// Bad format.
+    #[error("ExportFormat `{0}` is not RAW, QCOW2, VHD or VMDK")]
+    Format(String),
+    /// Prefix list length.
+    #[error("FileNamePrefixList must have one prefix per image, of letters, digits, `-`, `_` or `.`")]
+    Prefixes,
+    /// Too many images.
+    #[error("at most 10 images per export")]
+    TooMany,
+    /// Anything else.
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ExportParams {
+    pub(crate) bucket: String,
+    pub(crate) format: String,
+    pub(crate) items: Vec<(ImageId, String)>,
+}
+
+/// A started export: its task id and the files it will write, relative to the bucket.
+#[derive(Debug, Clone)]
+pub struct ExportStarted {
+    /// The job id.
+    pub task_id: u64,
+    /// Bucket-relative file names.
+    pub paths: Vec<String>,
+}
+
+impl Service {
+    /// `ExportImages`: checks the images (the caller's own, NORMAL, not Windows) and queues one job.
+    pub async fn export_images(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        req: ExportRequest,
+    ) -> Result<Option<ExportStarted>, ExportError> {
+        if !self.data().buckets.contains_key(&req.bucket) {
+            return Err(ExportError::BucketNotFound(req.bucket));
+        }
+        let format_name = req.format.clone().unwrap_or_else(|| "RAW".into());
+        let format = match format_name.to_ascii_uppercase().as_str() {
+            "RAW" => Format::Raw,
+            "QCOW2" => Format::Qcow2,
+            "VHD" => Format::Vhd,
+            "VMDK" => Format::Vmdk,
+            _ => return Err(ExportError::Format(format_name)),
+        };
+        if req.image_ids.len() > 10 {
+            return Err(ExportError::TooMany);
+        }
+        if let Some(p) = &req.prefixes {
+            let plain = |s: &String| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if p.len() != req.image_ids.len() || !p.iter().all(plain) {
+                return Err(ExportError::Prefixes);
+            }
+        }
+        let mut items = Vec::new();
+        for (i, raw_id) in req.image_ids.iter().enumerate() {
+            let id = ImageId::parse(raw_id).map_err(|_| ExportError::Malformed(raw_id.clone()))?;
+            let image = self.store().get_image(&id).await.map_err(AppError::from)?;
+            let image = image.ok_or_else(|| ExportError::NotFound(raw_id.clone()))?;
+            match image.kind {
+                ImageKind::Public => return Err(ExportError::Public(raw_id.clone())),
+                ImageKind::Market => return Err(ExportError::Market(raw_id.clone())),
+                ImageKind::Private if image.owner != Some(caller) => {
+                    let shared = self.store().visible_images(caller, &region.region).await.map_err(AppError::from)?;
+                    return Err(if shared.iter().any(|v| v.image.id == id) {
+                        ExportError::Shared(raw_id.clone())
+                    } else {
+                        ExportError::NotFound(raw_id.clone())
+                    });
+                }
+                ImageKind::Private => {}
+            }
+            if image.region.as_deref() != Some(region.region.as_str()) {
+                return Err(ExportError::NotFound(raw_id.clone()));
+            }
+            if image.platform.eq_ignore_ascii_case("Windows") {
+                return Err(ExportError::Windows(raw_id.clone()));
+            }
+            if image.state != ImageState::Normal {
+                return Err(ExportError::State(raw_id.clone()));
+            }
+            let ext = format.as_str();
+            let name = match req.prefixes.as_ref().and_then(|p| p.get(i)) {
+                Some(prefix) if !prefix.is_empty() => format!("{prefix}_{id}_system.{ext}"),
+                _ => format!("{id}_system.{ext}"),
+            };
+            items.push((id, name));
+        }
+        if req.dry_run {
+            return Ok(None);
+        }
+        let paths = items.iter().map(|(_, n)| n.clone()).collect();
+        let params = ExportParams { bucket: req.bucket, format: format.as_str().to_owned(), items };
+        let created = now();
+        let job = JobRecord {
+            id: 0,
+            kind: "export".into(),
+            region: region.region.clone(),
+            account: caller,
+            image: None,
+            state: JobState::Queued,
+            progress: 0,
+            params: serde_json::to_string(&params).unwrap_or_default(),
+            result: None,
+            error: None,
+            attempts: 0,
+            created_at: created,
+            updated_at: created,
+        };
+        let task_id = self.store().insert_job(&job).await.map_err(AppError::from)?;
+        self.wake_workers();
+        Ok(Some(ExportStarted { task_id, paths }))
+    }
+
+    /// The local path of an exported file, if `caller` owns the image it was exported from.
+    pub async fn exported_file(
+        &self,
+        caller: AccountId,
+        bucket: &str,
+        name: &str,
+    ) -> Result<Option<PathBuf>, AppError> {
+        let Some(dir) = self.data().buckets.get(bucket) else { return Ok(None) };
+        if name.contains('/') || name.starts_with('.') {
+            return Ok(None);
+        }
+        let owner_image = name.split('_').find_map(|part| ImageId::parse(part).ok());
+        let Some(id) = owner_image else { return Ok(None) };
+        let owned = self.store().get_image(&id).await?.is_some_and(|i| i.owner == Some(caller));
+        let path = dir.join(name);
+        Ok((owned && path.is_file()).then_some(path))
+    }
+
+    /// The job: each image's blocks to a sparse raw file, converted when asked, then renamed
+    /// into place (a reader never sees a half-written file under the final name).
+    pub(crate) async fn run_export(&self, job: &JobRecord, progress: Arc<Progress>) -> Result<String, JobFailure> {
+        let params: ExportParams =
+            serde_json::from_str(&job.params).map_err(|e| JobFailure::permanent(format!("bad job parameters: {e}")))?;
+        let dir = self
+            .data()
+            .buckets
+            .get(&params.bucket)
+            .cloned()
+            .ok_or_else(|| JobFailure::permanent(format!("bucket `{}` is gone", params.bucket)))?;
+        std::fs::create_dir_all(&dir).map_err(JobFailure::retry)?;
+        let format = Format::parse(&params.format).ok_or_else(|| JobFailure::permanent("bad format"))?;
+        let store = self.data().region_blocks(&job.region);
+        let mut manifests = Vec::new();
+        for (id, name) in &params.items {
+            let record = self
+                .store()
+                .get_manifest(id)
+                .await
+                .map_err(JobFailure::retry)?
+                .ok_or_else(|| JobFailure::permanent(format!("image {id} has no bytes")))?;
+            let manifest = Manifest::decode(&record.manifest).map_err(|e| JobFailure::permanent(e.to_string()))?;
+            manifests.push((manifest, name.clone()));
+        }
+        let total: u64 = manifests.iter().map(|(m, _)| m.blocks.len() as u64).sum();
+        progress.total.store(total.max(1), Ordering::Relaxed);
+        let mut written = Vec::new();
+        for (manifest, name) in &manifests {
+            let tmp_raw = dir.join(format!(".{name}.{}.raw", job.id));
+            materialise(&store, manifest, &tmp_raw, &progress).await?;
+            let final_path = dir.join(name);
+            if format == Format::Raw {
+                std::fs::rename(&tmp_raw, &final_path).map_err(JobFailure::retry)?;
+            } else {
+                let tmp_out = dir.join(format!(".{name}.{}.out", job.id));
+                let (src, dst) = (tmp_raw.clone(), tmp_out.clone());
+                let converted = tokio::task::spawn_blocking(move || convert_from_raw(&src, format, &dst))
+                    .await
+                    .map_err(JobFailure::retry)?;
+                let _ = std::fs::remove_file(&tmp_raw);
+                converted.map_err(|e| JobFailure::retry(e.to_string()))?;
+                std::fs::rename(&tmp_out, &final_path).map_err(JobFailure::retry)?;
+            }
+            written.push(name.clone());
+        }
+        Ok(serde_json::json!({ "Bucket": params.bucket, "Files": written }).to_string())
+    }
+}
+
+/// Writes a manifest's blocks into a sparse raw file at `path` (zero blocks stay holes); every
+/// block is verified against its digest as it is read.
+pub async fn materialise(
+    store: &BlockStore,
+    manifest: &Manifest,
+    path: &Path,
+    progress: &Progress,
+) -> Result<(), JobFailure> {
+    let file = std::fs::File::create(path).map_err(JobFailure::retry)?;
+    file.set_len(manifest.virtual_size).map_err(JobFailure::retry)?;
+    let file = Arc::new(file);
+    let bs = u64::from(manifest.block_size);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, block) in manifest.blocks.iter().enumerate() {
+        let Some(digest) = *block else {
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        while tasks.len() >= 8 {
+            if let Some(r) = tasks.join_next().await {
+                r.map_err(JobFailure::retry)??;
+                progress.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let (store, file) = (store.clone(), Arc::clone(&file));
+        tasks.spawn(async move {
+            let data = store.get(&digest).await.map_err(|e| JobFailure::permanent(format!("{e}")))?;
+            tokio::task::spawn_blocking(move || file.write_all_at(&data, i as u64 * bs))
+                .await
+                .map_err(JobFailure::retry)?
+                .map_err(JobFailure::retry)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(JobFailure::retry)??;
+        progress.done.fetch_add(1, Ordering::Relaxed);
+    }
+    file.sync_all().map_err(JobFailure::retry)
+}

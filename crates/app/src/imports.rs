@@ -1,0 +1,413 @@
+//! `ImportImage`: checks the request, creates the IMPORTING image and its durable job in one
+//! transaction, and (in the job) fetches, inspects, reads and stores the bytes.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use imaged_chunkstore::Digest;
+use imaged_diskfmt::{detect_compression, inspect, Compression, Format, Policy};
+use imaged_domain::import::{check_family, check_import_target, ImportRuleError};
+use imaged_domain::rules::{validate_image_description, validate_image_name, NameError};
+use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, Region, ReleaseStatus, Tag};
+use imaged_metastore::{JobRecord, JobState, ManifestRecord, Refused};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::convert_to_raw;
+use crate::ingest::{ingest, Progress};
+use crate::jobs::JobFailure;
+use crate::service::{now, AppError, Service};
+
+/// What a user asks `ImportImage` for.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRequest {
+    /// Image name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// OS type (DescribeImportImageOs).
+    pub os_type: String,
+    /// OS version.
+    pub os_version: String,
+    /// `x86_64`, `i386` or `arm_64`.
+    pub architecture: String,
+    /// `upload://ID`, `file:///path` (operator-allowed directory) or `http://…`.
+    pub url: String,
+    /// Declared format (`ImageFormat`, an imaged extension); else taken from the URL's extension.
+    pub format: Option<String>,
+    /// Skip the image checks that can be skipped; required for ISO.
+    pub force: bool,
+    /// Licence type.
+    pub license_type: Option<String>,
+    /// Boot mode.
+    pub boot_mode: Option<String>,
+    /// Family.
+    pub family: Option<String>,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Check only.
+    pub dry_run: bool,
+}
+
+/// Why `ImportImage` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Name or description.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// OS, architecture, licence, boot mode or family.
+    #[error(transparent)]
+    Rule(#[from] ImportRuleError),
+    /// Unusable URL.
+    #[error("ImageUrl {0}")]
+    Url(String),
+    /// An ISO without `Force`.
+    #[error("an ISO image must be imported with Force=true")]
+    IsoNeedsForce,
+    /// An unknown declared format.
+    #[error("`{0}` is not an importable format (raw, qcow2, vmdk, vhd, vhdx, iso)")]
+    Format(String),
+    /// Quota.
+    #[error("the custom image quota of this region is used up")]
+    Quota,
+    /// Name taken.
+    #[error("an image named `{0}` already exists in this region")]
+    DuplicateName(String),
+    /// Anything else.
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// The job's parameters, stored with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ImportParams {
+    pub(crate) url: String,
+    pub(crate) format: Option<String>,
+    pub(crate) force: bool,
+}
+
+fn format_from_url(url: &str) -> Option<Format> {
+    let name = url.rsplit('/').next()?.to_ascii_lowercase();
+    let ext = name.rsplit_once('.')?.1.to_owned();
+    match ext.as_str() {
+        "img" => Some(Format::Raw),
+        other => Format::parse(other),
+    }
+}
+
+impl Service {
+    /// `ImportImage`: validates, then records the IMPORTING image and its job atomically
+    /// (quota and name checked in the same transaction). Returns the new image id (`None` for a
+    /// dry run that passed).
+    pub async fn import_image(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        req: ImportRequest,
+    ) -> Result<Option<ImageId>, ImportError> {
+        validate_image_name(&req.name)?;
+        if let Some(d) = &req.description {
+            validate_image_description(d)?;
+        }
+        let target = check_import_target(
+            &req.os_type,
+            &req.os_version,
+            &req.architecture,
+            req.license_type.as_deref(),
+            req.boot_mode.as_deref(),
+        )?;
+        if let Some(f) = &req.family {
+            check_family(f)?;
+        }
+        let declared = match &req.format {
+            Some(f) => Some(Format::parse(f).ok_or_else(|| ImportError::Format(f.clone()))?),
+            None => format_from_url(&req.url),
+        };
+        self.check_import_url(caller, &req.url)?;
+        if declared == Some(Format::Iso) && !req.force {
+            return Err(ImportError::IsoNeedsForce);
+        }
+        let quota = self.image_quota(caller).await?;
+        if req.dry_run {
+            let used = self.store().count_custom_images(caller, &region.region).await.map_err(AppError::from)?;
+            return if used >= u64::from(quota) { Err(ImportError::Quota) } else { Ok(None) };
+        }
+        let id = ImageId::from_random(crate::secrets::random_bytes().map_err(AppError::from)?);
+        let created = now();
+        let platform = req.os_type.split_whitespace().next().unwrap_or("Other").to_owned();
+        let image = Image {
+            id: id.clone(),
+            region: Some(region.region.clone()),
+            owner: Some(caller),
+            kind: ImageKind::Private,
+            source: ImageSource::ExternalImport,
+            state: ImageState::Importing,
+            name: req.name.clone(),
+            description: req.description.clone().unwrap_or_default(),
+            os_name: format!("{} {}", req.os_type, req.os_version).trim_end_matches(" -").to_owned(),
+            platform: if target.os.windows { "Windows".into() } else { platform },
+            os_type: req.os_type.clone(),
+            architecture: target.architecture,
+            size_gib: 0,
+            created_at: created,
+            boot_mode: target.boot_mode,
+            license_type: target.license_type,
+            family: req.family.clone().unwrap_or_default(),
+            deprecated: false,
+            supports_cloudinit: !target.os.windows,
+            tags: req.tags.clone(),
+            release_status: ReleaseStatus::Official,
+            kernel: None,
+            remarks: Vec::new(),
+            sync_percent: None,
+            failure_reason: None,
+            market: None,
+            source_format: declared.map(|f| f.as_str().to_owned()),
+            progress: Some(0),
+        };
+        let params =
+            ImportParams { url: req.url.clone(), format: declared.map(|f| f.as_str().to_owned()), force: req.force };
+        let job = JobRecord {
+            id: 0,
+            kind: "import".into(),
+            region: region.region.clone(),
+            account: caller,
+            image: Some(id.clone()),
+            state: JobState::Queued,
+            progress: 0,
+            params: serde_json::to_string(&params).unwrap_or_default(),
+            result: None,
+            error: None,
+            attempts: 0,
+            created_at: created,
+            updated_at: created,
+        };
+        match self.store().insert_image_with_job(&image, quota, &job).await.map_err(AppError::from)? {
+            Ok(_) => {
+                self.wake_workers();
+                Ok(Some(id))
+            }
+            Err(Refused::QuotaExceeded) => Err(ImportError::Quota),
+            Err(Refused::DuplicateName) => Err(ImportError::DuplicateName(req.name)),
+            Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
+        }
+    }
+
+    /// Checks an import URL at request time: the scheme, an upload the caller owns, a file in
+    /// the operator's import directory.
+    fn check_import_url(&self, caller: AccountId, url: &str) -> Result<(), ImportError> {
+        if let Some(id) = url.strip_prefix("upload://") {
+            self.data()
+                .upload_path(caller, id)
+                .ok_or_else(|| ImportError::Url(format!("names no upload of yours: {url}")))?;
+            return Ok(());
+        }
+        if url.starts_with("file://") {
+            self.allowed_file(url)?;
+            return Ok(());
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(ImportError::Url(format!("has no host: {url}")));
+            }
+            return Ok(());
+        }
+        Err(ImportError::Url(format!("must be upload://, file:// or http(s)://, not `{url}`")))
+    }
+
+    /// The local path of a `file://` URL, if it lies inside the operator's import directory.
+    fn allowed_file(&self, url: &str) -> Result<PathBuf, ImportError> {
+        let dir = self
+            .data()
+            .import_dir
+            .as_ref()
+            .ok_or_else(|| ImportError::Url("file:// imports are not enabled".into()))?;
+        let path = PathBuf::from(url.trim_start_matches("file://"));
+        let real = path.canonicalize().map_err(|_| ImportError::Url(format!("names no readable file: {url}")))?;
+        let root = dir.canonicalize().map_err(|_| ImportError::Url("the import directory is missing".into()))?;
+        if !real.starts_with(&root) || !real.is_file() {
+            return Err(ImportError::Url(format!("is outside the import directory: {url}")));
+        }
+        Ok(real)
+    }
+
+    /// The job: fetch, inspect, read, store, and make the image NORMAL.
+    pub(crate) async fn run_import(&self, job: &JobRecord, progress: Arc<Progress>) -> Result<String, JobFailure> {
+        let params: ImportParams =
+            serde_json::from_str(&job.params).map_err(|e| JobFailure::permanent(format!("bad job parameters: {e}")))?;
+        let image_id = job.image.clone().ok_or_else(|| JobFailure::permanent("import job without an image"))?;
+        let mut image = self
+            .store()
+            .get_image(&image_id)
+            .await
+            .map_err(JobFailure::retry)?
+            .ok_or_else(|| JobFailure::permanent("the image was deleted"))?;
+        if image.state == ImageState::Normal
+            && self.store().get_manifest(&image_id).await.map_err(JobFailure::retry)?.is_some()
+        {
+            return Ok("{}".into()); // finished before a crash; nothing left to do
+        }
+        let scratch = self.data().scratch_dir().join(format!("job-{}", job.id));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(JobFailure::retry)?;
+        let result = self.import_bytes(job, &params, &mut image, &scratch, progress).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        if result.is_ok() || result.as_ref().is_err_and(|f| f.permanent) {
+            if let Some(id) = params.url.strip_prefix("upload://") {
+                self.data().remove_upload(id);
+            }
+        }
+        result
+    }
+
+    async fn import_bytes(
+        &self,
+        job: &JobRecord,
+        params: &ImportParams,
+        image: &mut Image,
+        scratch: &Path,
+        progress: Arc<Progress>,
+    ) -> Result<String, JobFailure> {
+        let source = self.fetch_source(job.account, &params.url, scratch).await?;
+        let source = decompress_if_needed(&source, scratch, self.data().max_virtual_size).await?;
+        let declared = params.format.as_deref().and_then(Format::parse);
+        let policy = Policy { max_virtual_size: self.data().max_virtual_size };
+        let inspect_path = source.clone();
+        let inspection = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&inspect_path)?;
+            Ok::<_, std::io::Error>(inspect(&file, declared, &policy))
+        })
+        .await
+        .map_err(JobFailure::retry)?
+        .map_err(JobFailure::retry)?
+        .map_err(|r| JobFailure::permanent(format!("{}: {}", r.reason.as_str(), r.detail)))?;
+        if inspection.format == Format::Iso && !params.force {
+            return Err(JobFailure::permanent("format-mismatch: an ISO image must be imported with Force=true"));
+        }
+        let (path, read_as) = match inspection.format {
+            Format::Raw | Format::Iso | Format::Qcow2 => (source, inspection.format),
+            other => {
+                let dest = scratch.join("converted.raw");
+                let (src, size) = (source.clone(), inspection.virtual_size);
+                let out = tokio::task::spawn_blocking(move || convert_to_raw(&src, other, size, &dest))
+                    .await
+                    .map_err(JobFailure::retry)?
+                    .map_err(|e| JobFailure::permanent(format!("corrupt: {e}")))?;
+                (out, Format::Raw)
+            }
+        };
+        let region = job.region.clone();
+        let store = self.data().region_blocks(&region);
+        let (manifest, stats) =
+            ingest(path, read_as, store.clone(), Arc::clone(self.store()), region.clone(), progress)
+                .await
+                .map_err(|e| JobFailure::retry(format!("{e}")))?;
+        let blocks: Vec<String> = manifest.distinct().iter().map(Digest::to_hex).collect();
+        image.state = ImageState::Normal;
+        image.size_gib = stats.virtual_size.div_ceil(1 << 30);
+        image.source_format = Some(inspection.format.as_str().to_owned());
+        image.progress = None;
+        let record = ManifestRecord {
+            image: image.id.clone(),
+            region: region.clone(),
+            manifest: manifest.encode(),
+            blocks,
+            source_format: inspection.format.as_str().to_owned(),
+            virtual_size: stats.virtual_size,
+        };
+        self.commit_manifest(image, &record, &store).await?;
+        tracing::info!(image = %image.id, format = inspection.format.as_str(), size = stats.virtual_size,
+            new_blocks = stats.new_blocks, "import finished");
+        Ok(serde_json::json!({
+            "Format": inspection.format.as_str(),
+            "VirtualSize": stats.virtual_size,
+            "DataBlocks": stats.data_blocks,
+            "NewBlocks": stats.new_blocks,
+            "NewBytes": stats.new_bytes,
+        })
+        .to_string())
+    }
+
+    /// Attaches a manifest (taking block references, image becomes what `image` says), then
+    /// checks every block is present; if a block vanished (a GC race), undoes the attach.
+    pub(crate) async fn commit_manifest(
+        &self,
+        image: &Image,
+        record: &ManifestRecord,
+        store: &imaged_chunkstore::BlockStore,
+    ) -> Result<(), JobFailure> {
+        let mut pending = image.clone();
+        pending.state = ImageState::Importing;
+        if image.source == ImageSource::CreateImage {
+            pending.state = ImageState::Creating;
+        }
+        self.store().attach_manifest(&pending, record).await.map_err(JobFailure::retry)?;
+        for hex in &record.blocks {
+            let digest = Digest::from_hex(hex).ok_or_else(|| JobFailure::permanent("bad digest"))?;
+            if !store.contains(&digest).await.map_err(|e| JobFailure::retry(e.to_string()))? {
+                let _ = self.store().detach_manifest(&image.id).await;
+                return Err(JobFailure::retry(format!("block {hex} vanished before the image was complete")));
+            }
+        }
+        self.store().put_images(std::slice::from_ref(image)).await.map_err(JobFailure::retry)?;
+        Ok(())
+    }
+
+    async fn fetch_source(&self, owner: AccountId, url: &str, scratch: &Path) -> Result<PathBuf, JobFailure> {
+        if let Some(id) = url.strip_prefix("upload://") {
+            return self.data().upload_path(owner, id).ok_or_else(|| JobFailure::permanent("the upload is gone"));
+        }
+        if url.starts_with("file://") {
+            return self.allowed_file(url).map_err(|e| JobFailure::permanent(e.to_string()));
+        }
+        let dest = scratch.join("download");
+        crate::http::download(url, &dest, self.data().max_virtual_size).await.map_err(JobFailure::permanent)?;
+        Ok(dest)
+    }
+}
+
+/// Decompresses one layer of gzip or zstd into the scratch directory, capped at `cap` bytes of
+/// output (a stream inflating past it is refused as too large). Other compressions are refused.
+async fn decompress_if_needed(path: &Path, scratch: &Path, cap: u64) -> Result<PathBuf, JobFailure> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(JobFailure::retry)?;
+    let Some(kind) = detect_compression(&head[..n]) else { return Ok(path.to_owned()) };
+    let (src, dest) = (path.to_owned(), scratch.join("decompressed"));
+    tokio::task::spawn_blocking(move || {
+        let input = std::io::BufReader::new(std::fs::File::open(&src).map_err(JobFailure::retry)?);
+        let mut reader: Box<dyn Read> = match kind {
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input).map_err(JobFailure::retry)?),
+            other => {
+                return Err(JobFailure::permanent(format!("unknown-format: {other:?} compression is not accepted")))
+            }
+        };
+        let mut out = std::fs::File::create(&dest).map_err(JobFailure::retry)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| JobFailure::permanent(format!("corrupt: decompression failed: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > cap {
+                return Err(JobFailure::permanent(format!(
+                    "too-large: the compressed upload inflates past {cap} bytes"
+                )));
+            }
+            out.write_all(&buf[..n]).map_err(JobFailure::retry)?;
+        }
+        let mut head = [0u8; 8];
+        let n = std::fs::File::open(&dest).and_then(|mut f| f.read(&mut head)).map_err(JobFailure::retry)?;
+        if detect_compression(&head[..n]).is_some() {
+            return Err(JobFailure::permanent("unknown-format: a compressed stream inside a compressed stream"));
+        }
+        Ok(dest)
+    })
+    .await
+    .map_err(JobFailure::retry)?
+}

@@ -1,0 +1,159 @@
+//! The job runner: workers claim durable jobs with a lease, renew it while they work (recording
+//! progress), and finish them. A worker that dies loses its lease and another takes the job
+//! over from the start; every job is written to be re-run safely. A job that keeps failing is
+//! given up after [`MAX_ATTEMPTS`], and what it was filling is marked failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imaged_domain::time::Timestamp;
+use imaged_domain::ImageState;
+use imaged_metastore::{JobRecord, JobState};
+
+use crate::ingest::Progress;
+use crate::service::{now, Service};
+
+/// Claims of one job before it is given up.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Why a job run failed, and whether trying again could help.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    /// What went wrong, for the user.
+    pub message: String,
+    /// True when a retry cannot help (bad input).
+    pub permanent: bool,
+}
+
+impl JobFailure {
+    /// A failure that retrying will not fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: true }
+    }
+
+    /// A failure worth retrying (I/O, database).
+    pub fn retry(cause: impl std::fmt::Display) -> Self {
+        Self { message: cause.to_string(), permanent: false }
+    }
+}
+
+impl Service {
+    /// Starts `count` job workers on the current runtime.
+    pub fn spawn_job_workers(&self, count: usize) {
+        for n in 0..count {
+            let svc = self.clone();
+            let name = format!("{}-{n}", self.worker_id());
+            tokio::spawn(async move { svc.worker_loop(name).await });
+        }
+    }
+
+    async fn worker_loop(self, name: String) {
+        loop {
+            let lease = self.lease_until();
+            match self.store().claim_job(&name, now(), lease).await {
+                Ok(Some(job)) => self.run_job(&name, job).await,
+                Ok(None) => {
+                    tokio::select! {
+                        () = self.wakeup().notified() => {}
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("claiming a job failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn lease_until(&self) -> Timestamp {
+        Timestamp(now().0 + i64::try_from(self.data().job_lease_secs).unwrap_or(30))
+    }
+
+    async fn run_job(&self, worker: &str, job: JobRecord) {
+        tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job started");
+        let outcome = if job.attempts > MAX_ATTEMPTS {
+            Err(JobFailure::permanent(format!("gave up after {MAX_ATTEMPTS} attempts")))
+        } else {
+            let progress = Arc::new(Progress::default());
+            let work = self.execute(&job, Arc::clone(&progress));
+            let renew = self.keep_lease(worker, &job, &progress);
+            tokio::select! {
+                r = work => r,
+                () = renew => {
+                    tracing::warn!(job = job.id, "lost the lease; another worker has the job");
+                    return;
+                }
+            }
+        };
+        let finished = match &outcome {
+            Ok(result) => self.store().finish_job(job.id, JobState::Succeeded, Some(result), None, now()).await,
+            Err(f) if f.permanent || job.attempts >= MAX_ATTEMPTS => {
+                self.fail_job_target(&job, &f.message).await;
+                self.store().finish_job(job.id, JobState::Failed, None, Some(&f.message), now()).await
+            }
+            Err(f) => {
+                tracing::warn!(job = job.id, "job failed, will retry: {}", f.message);
+                self.store().finish_job(job.id, JobState::Queued, None, Some(&f.message), now()).await
+            }
+        };
+        if let Err(e) = finished {
+            tracing::warn!(job = job.id, "recording the job's end failed: {e}");
+        }
+        match outcome {
+            Ok(_) => tracing::info!(job = job.id, "job succeeded"),
+            Err(f) => tracing::info!(job = job.id, "job failed: {}", f.message),
+        }
+    }
+
+    async fn execute(&self, job: &JobRecord, progress: Arc<Progress>) -> Result<String, JobFailure> {
+        match job.kind.as_str() {
+            "import" => self.run_import(job, progress).await,
+            "export" => self.run_export(job, progress).await,
+            other => Err(JobFailure::permanent(format!("unknown job kind `{other}`"))),
+        }
+    }
+
+    /// Renews the lease every third of its length, recording progress on the job and on the
+    /// image it fills; returns only when the lease is lost.
+    async fn keep_lease(&self, worker: &str, job: &JobRecord, progress: &Progress) {
+        let period = Duration::from_millis((self.data().job_lease_secs * 1000 / 3).max(200));
+        loop {
+            tokio::time::sleep(period).await;
+            let pct = progress.percent();
+            match self.store().renew_job(job.id, worker, pct, self.lease_until(), now()).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(job = job.id, "renewing the lease failed: {e}"),
+            }
+            if let Some(id) = &job.image {
+                if let Ok(Some(mut image)) = self.store().get_image(id).await {
+                    if matches!(image.state, ImageState::Importing | ImageState::Creating)
+                        && image.progress != Some(pct)
+                    {
+                        image.progress = Some(pct);
+                        let _ = self.store().put_images(std::slice::from_ref(&image)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks the image a failed job was filling as failed, with the reason.
+    async fn fail_job_target(&self, job: &JobRecord, message: &str) {
+        let Some(id) = &job.image else { return };
+        let Ok(Some(mut image)) = self.store().get_image(id).await else { return };
+        let failed = match image.state {
+            ImageState::Importing => ImageState::ImportFailed,
+            ImageState::Creating => ImageState::CreateFailed,
+            _ => return,
+        };
+        let _ = self.store().detach_manifest(id).await;
+        image.state = failed;
+        image.failure_reason = Some(message.to_owned());
+        image.progress = None;
+        if let Err(e) = self.store().put_images(std::slice::from_ref(&image)).await {
+            tracing::warn!(image = %id, "marking the image failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Keeping the block stores honest: garbage collection (blocks no manifest references, past a
+//! grace period and older than any job still running) and fsck (re-hash every block and name
+//! the images a damaged or missing block belongs to).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use imaged_chunkstore::{ChunkError, Digest};
+use imaged_domain::time::Timestamp;
+use imaged_domain::ImageId;
+
+use crate::service::{now, AppError, Service};
+
+/// Default time an unreferenced block is kept before it may be collected.
+pub const GC_GRACE_PERIOD: Duration = Duration::from_secs(3600);
+
+/// What a GC pass did in one region.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Region.
+    pub region: String,
+    /// Blocks deleted.
+    pub deleted_blocks: u64,
+}
+
+/// One damaged or missing block and the images that need it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BadBlock {
+    /// The block's digest.
+    pub digest: String,
+    /// `missing` or `damaged`.
+    pub problem: &'static str,
+    /// Images whose manifest names it.
+    pub images: Vec<String>,
+}
+
+/// What fsck found in one region.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FsckReport {
+    /// Region (or `public` for the catalogue).
+    pub region: String,
+    /// Blocks re-hashed.
+    pub checked_blocks: u64,
+    /// Problems.
+    pub bad_blocks: Vec<BadBlock>,
+}
+
+impl Service {
+    /// Collects unreferenced blocks of `region` untouched for `grace` and older than the oldest
+    /// job still queued or running there.
+    pub async fn collect_garbage(&self, region: &str, grace: Duration) -> Result<GcReport, AppError> {
+        let mut cutoff = Timestamp(now().0 - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+        if let Some(oldest) = self.store().oldest_active_job(region).await? {
+            cutoff = cutoff.min(Timestamp(oldest.0 - 1));
+        }
+        let digests = self.store().collect_unreferenced(region, cutoff).await?;
+        let blocks = self.data().region_blocks(region);
+        for hex in &digests {
+            if let Some(d) = Digest::from_hex(hex) {
+                blocks.delete(&d).await.map_err(|e| AppError::Conflict(e.to_string()))?;
+            }
+        }
+        if !digests.is_empty() {
+            tracing::info!(region, blocks = digests.len(), "garbage collected");
+        }
+        Ok(GcReport { region: region.to_owned(), deleted_blocks: digests.len() as u64 })
+    }
+
+    /// Re-hashes every block the manifests of `region` name (and every other stored block) and
+    /// reports the missing and damaged ones with the images they belong to.
+    pub async fn fsck(&self, region: &str) -> Result<FsckReport, AppError> {
+        let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in self.store().region_manifests(region).await? {
+            for hex in &m.blocks {
+                owners.entry(hex.clone()).or_default().push(m.image.to_string());
+            }
+        }
+        let blocks = self.data().region_blocks(region);
+        let stored = blocks.list().await.map_err(|e| AppError::Conflict(e.to_string()))?;
+        for (d, _) in &stored {
+            owners.entry(d.to_hex()).or_default();
+        }
+        let mut report = FsckReport { region: region.to_owned(), ..FsckReport::default() };
+        for (hex, images) in owners {
+            let Some(digest) = Digest::from_hex(&hex) else { continue };
+            report.checked_blocks += 1;
+            let problem = match blocks.get(&digest).await {
+                Ok(_) => continue,
+                Err(ChunkError::Missing(_)) => "missing",
+                Err(ChunkError::Damaged(_)) => "damaged",
+                Err(e) => return Err(AppError::Conflict(e.to_string())),
+            };
+            report.bad_blocks.push(BadBlock { digest: hex, problem, images });
+        }
+        Ok(report)
+    }
+
+    /// Regions that hold bytes: the configured ones and the catalogue's.
+    pub fn byte_regions(&self) -> Vec<String> {
+        let mut r: Vec<String> = self.regions().regions().iter().map(|r| r.region.clone()).collect();
+        r.push(crate::demo::CATALOGUE_REGION.to_owned());
+        r
+    }
+
+    /// Images named by a fsck report.
+    pub fn damaged_images(report: &FsckReport) -> Vec<ImageId> {
+        let mut ids: Vec<ImageId> =
+            report.bad_blocks.iter().flat_map(|b| b.images.iter()).filter_map(|i| ImageId::parse(i).ok()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}

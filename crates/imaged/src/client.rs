@@ -1,0 +1,286 @@
+//! The CLI's API client: TC3-signed calls to an imaged endpoint, resumable sparse uploads,
+//! downloads, and a progress bar on stderr.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use imaged_api::tc3::{authorization_header, ClientRequest};
+use serde_json::Value;
+
+/// Default endpoint.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9180";
+
+/// A signed client of one endpoint, with the credentials tccli reads from the environment.
+#[derive(Clone)]
+pub struct Client {
+    host: String,
+    secret_id: String,
+    secret_key: String,
+    region: String,
+}
+
+fn now() -> i64 {
+    imaged_app::service::now().0
+}
+
+impl Client {
+    /// From `--endpoint` (else `IMAGED_ENDPOINT`, else the default) and `TENCENTCLOUD_SECRET_ID`,
+    /// `TENCENTCLOUD_SECRET_KEY`, `TENCENTCLOUD_REGION` (else `--region`, else `ap-guangzhou`).
+    pub fn from_env(endpoint: Option<&str>, region: Option<&str>) -> anyhow::Result<Self> {
+        let endpoint = endpoint
+            .map(str::to_owned)
+            .or_else(|| std::env::var("IMAGED_ENDPOINT").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let host = endpoint.strip_prefix("http://").unwrap_or(&endpoint).trim_end_matches('/').to_owned();
+        if host.contains("://") {
+            bail!("only http:// endpoints are supported, not {endpoint}");
+        }
+        let var = |n: &str| std::env::var(n).ok().filter(|s| !s.is_empty());
+        Ok(Self {
+            host,
+            secret_id: var("TENCENTCLOUD_SECRET_ID").context("TENCENTCLOUD_SECRET_ID is not set")?,
+            secret_key: var("TENCENTCLOUD_SECRET_KEY").context("TENCENTCLOUD_SECRET_KEY is not set")?,
+            region: region
+                .map(str::to_owned)
+                .or_else(|| var("TENCENTCLOUD_REGION"))
+                .unwrap_or_else(|| "ap-guangzhou".into()),
+        })
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let stream =
+            tokio::net::TcpStream::connect(&self.host).await.with_context(|| format!("connecting to {}", self.host))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender.send_request(req).await?)
+    }
+
+    fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: &[u8],
+        unsigned: bool,
+    ) -> hyper::http::request::Builder {
+        let ts = now();
+        let auth = if unsigned {
+            let req = ClientRequest { method, query, content_type, host: &self.host, body: b"" };
+            authorization_header_unsigned(&self.secret_id, &self.secret_key, ts, &req)
+        } else {
+            let req = ClientRequest { method, query, content_type, host: &self.host, body };
+            authorization_header(&self.secret_id, &self.secret_key, "cvm", ts, &req)
+        };
+        let uri = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Host", &self.host)
+            .header("Content-Type", content_type)
+            .header("Authorization", auth)
+            .header("X-TC-Timestamp", ts.to_string())
+            .header("X-TC-Version", "2017-03-12")
+            .header("X-TC-Region", &self.region)
+            .header("X-TC-Language", "en-US");
+        if unsigned {
+            b = b.header("X-TC-Content-SHA256", imaged_api::tc3::UNSIGNED_PAYLOAD);
+        }
+        b
+    }
+
+    async fn envelope(resp: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<Value> {
+        let body = resp.into_body().collect().await?.to_bytes();
+        let v: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("not an API answer: {}", String::from_utf8_lossy(&body)))?;
+        let r = v.get("Response").cloned().context("no Response in the answer")?;
+        if let Some(e) = r.get("Error") {
+            bail!("{}: {}", e["Code"].as_str().unwrap_or("?"), e["Message"].as_str().unwrap_or(""));
+        }
+        Ok(r)
+    }
+
+    /// Calls an API action with JSON parameters; returns `Response` or the error as `Code: Message`.
+    pub async fn call(&self, action: &str, params: &Value) -> anyhow::Result<Value> {
+        let body = serde_json::to_vec(params)?;
+        let req = self
+            .signed("POST", "/", "", "application/json", &body, false)
+            .header("X-TC-Action", action)
+            .body(Full::new(Bytes::from(body)))?;
+        Self::envelope(self.send(req).await?).await
+    }
+
+    async fn upload_op(&self, query: &str, body: Bytes) -> anyhow::Result<Value> {
+        let req = self.signed("POST", "/upload", query, "application/octet-stream", b"", true).body(Full::new(body))?;
+        Self::envelope(self.send(req).await?).await
+    }
+
+    /// Uploads `file` (resuming `resume` if given), skipping holes and all-zero ranges;
+    /// returns (upload id, `upload://` URL).
+    pub async fn upload(&self, file: &Path, resume: Option<&str>) -> anyhow::Result<(String, String)> {
+        const CHUNK: u64 = 8 << 20;
+        const ZERO_UNIT: usize = 1 << 20;
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let size = f.metadata()?.len();
+        let (id, mut offset) = match resume {
+            Some(id) => {
+                let s = self.upload_op(&format!("Op=status&UploadId={id}"), Bytes::new()).await?;
+                (id.to_owned(), s["Size"].as_u64().context("status without Size")?)
+            }
+            None => {
+                let s = self.upload_op("Op=create", Bytes::new()).await?;
+                (s["UploadId"].as_str().context("no UploadId")?.to_owned(), 0)
+            }
+        };
+        let data = imaged_app::disk::data_ranges(&f, size);
+        let mut bar = ProgressBar::new("upload", size);
+        bar.set(offset);
+        while offset < size {
+            let len = (size - offset).min(CHUNK);
+            let end = offset + len;
+            let has_data = data.iter().any(|(s, e)| *s < end && *e > offset);
+            let mut buf = vec![0u8; usize::try_from(len)?];
+            if has_data {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(&mut buf, offset)?;
+            }
+            // Send runs of zero MiB as holes and the rest as data, in order.
+            let mut pos = 0usize;
+            while pos < buf.len() {
+                let unit_end = (pos + ZERO_UNIT).min(buf.len());
+                let zero = imaged_chunkstore::is_zero(&buf[pos..unit_end]);
+                let mut run_end = unit_end;
+                while run_end < buf.len() {
+                    let next = (run_end + ZERO_UNIT).min(buf.len());
+                    if imaged_chunkstore::is_zero(&buf[run_end..next]) != zero {
+                        break;
+                    }
+                    run_end = next;
+                }
+                let at = offset + pos as u64;
+                if zero {
+                    self.upload_op(
+                        &format!("Op=zero&UploadId={id}&Offset={at}&Length={}", run_end - pos),
+                        Bytes::new(),
+                    )
+                    .await?;
+                } else {
+                    self.upload_op(
+                        &format!("Op=append&UploadId={id}&Offset={at}"),
+                        Bytes::copy_from_slice(&buf[pos..run_end]),
+                    )
+                    .await?;
+                }
+                pos = run_end;
+            }
+            offset = end;
+            bar.set(offset);
+        }
+        bar.finish();
+        Ok((id.clone(), format!("upload://{id}")))
+    }
+
+    /// Downloads an exported file to `dest`.
+    pub async fn download(&self, bucket: &str, name: &str, dest: &Path) -> anyhow::Result<u64> {
+        let query: String = form_urlencoded_pairs(&[("Bucket", bucket), ("Name", name)]);
+        let req = self
+            .signed("GET", "/download", &query, "application/x-www-form-urlencoded", b"", false)
+            .body(Full::new(Bytes::new()))?;
+        let mut resp = self.send(req).await?;
+        let is_json = resp.headers().get("content-type").is_some_and(|v| v == "application/json");
+        if is_json {
+            Self::envelope(resp).await?;
+            bail!("the server answered without a file");
+        }
+        let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let mut out = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut bar = ProgressBar::new("download", total);
+        let mut got = 0u64;
+        while let Some(frame) = resp.body_mut().frame().await {
+            if let Some(chunk) = frame?.data_ref() {
+                out.write_all(chunk)?;
+                got += chunk.len() as u64;
+                bar.set(got);
+            }
+        }
+        out.sync_all()?;
+        bar.finish();
+        Ok(got)
+    }
+}
+
+fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The Authorization header for a request whose payload is `UNSIGNED-PAYLOAD`.
+fn authorization_header_unsigned(secret_id: &str, secret_key: &str, ts: i64, req: &ClientRequest<'_>) -> String {
+    imaged_api::tc3::authorization_header_with(secret_id, secret_key, "cvm", ts, req, true)
+}
+
+/// A progress bar on stderr (a line per 10% when stderr is not a terminal).
+pub struct ProgressBar {
+    label: &'static str,
+    total: u64,
+    started: Instant,
+    last_decile: u64,
+    tty: bool,
+}
+
+impl ProgressBar {
+    /// A bar for `total` units (bytes or percent).
+    pub fn new(label: &'static str, total: u64) -> Self {
+        Self { label, total, started: Instant::now(), last_decile: u64::MAX, tty: std::io::stderr().is_terminal() }
+    }
+
+    /// Sets the position.
+    pub fn set(&mut self, pos: u64) {
+        let pct = (pos.min(self.total) * 100).checked_div(self.total).unwrap_or(100);
+        if self.tty {
+            let filled = usize::try_from(pct / 4).unwrap_or(25);
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            eprint!(
+                "\r{:>8} [{}{}] {:>3}% {:.1} MiB/s ",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(25 - filled.min(25)),
+                pct,
+                pos as f64 / secs / 1048576.0
+            );
+        } else if pct / 10 != self.last_decile {
+            self.last_decile = pct / 10;
+            eprintln!("{}: {}%", self.label, pct);
+        }
+    }
+
+    /// Ends the bar.
+    pub fn finish(&mut self) {
+        self.set(self.total);
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
