@@ -16,10 +16,12 @@ use axum::response::Response;
 use http_body_util::BodyExt;
 use imaged_app::data::UploadError;
 use imaged_app::Service;
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{code, ApiError, Language};
 use crate::server::{authenticate, envelope, json_response, request_id};
+
+/// Bytes gathered from body frames before one write to the upload file.
+const WRITE_BATCH: usize = 4 << 20;
 
 /// Largest append in one request.
 pub(crate) const MAX_APPEND_BYTES: u64 = 256 << 20;
@@ -95,25 +97,46 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
         "append" => {
             let id = upload_id()?;
             let offset = number(&query, "Offset")?;
-            let file = data.open_upload_at(caller, &id, offset).map_err(upload_error)?;
-            let mut file = tokio::fs::File::from_std(file);
+            let file = std::sync::Arc::new(data.open_upload_at(caller, &id, offset).map_err(upload_error)?);
             let mut body = body;
             let mut written = 0u64;
+            let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+            // Frames are small; write them in batches, each with one blocking positional write.
+            let flush = |buf: Vec<u8>, at: u64| {
+                let file = std::sync::Arc::clone(&file);
+                async move {
+                    tokio::task::spawn_blocking(move || std::os::unix::fs::FileExt::write_all_at(&*file, &buf, at))
+                        .await
+                        .map_err(|e| ApiError::internal(&e))?
+                        .map_err(|e| ApiError::internal(&e))
+                }
+            };
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| ApiError::invalid_parameter("body", &format!("interrupted: {e}")))?;
                 if let Some(chunk) = frame.data_ref() {
-                    written += chunk.len() as u64;
-                    if written > MAX_APPEND_BYTES || offset + written > data.max_virtual_size {
+                    if written + (pending.len() + chunk.len()) as u64 > MAX_APPEND_BYTES
+                        || offset + written + (pending.len() + chunk.len()) as u64 > data.max_virtual_size
+                    {
                         return Err(ApiError::new(
                             code::REQUEST_SIZE_LIMIT_EXCEEDED,
                             format!("An append may carry at most {MAX_APPEND_BYTES} bytes, within the size limit."),
                             format!("单次追加最多 {MAX_APPEND_BYTES} 字节。"),
                         ));
                     }
-                    file.write_all(chunk).await.map_err(|e| ApiError::internal(&e))?;
+                    pending.extend_from_slice(chunk);
+                    if pending.len() >= WRITE_BATCH {
+                        let buf = std::mem::replace(&mut pending, Vec::with_capacity(WRITE_BATCH));
+                        let n = buf.len() as u64;
+                        flush(buf, offset + written).await?;
+                        written += n;
+                    }
                 }
             }
-            file.flush().await.map_err(|e| ApiError::internal(&e))?;
+            if !pending.is_empty() {
+                let n = pending.len() as u64;
+                flush(pending, offset + written).await?;
+                written += n;
+            }
             serde_json::json!({"UploadId": id, "Size": offset + written})
         }
         other => {

@@ -22,6 +22,8 @@ pub struct Client {
     secret_id: String,
     secret_key: String,
     region: String,
+    /// A kept-alive connection, reused by sequential requests.
+    conn: std::sync::Arc<tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>>,
 }
 
 fn now() -> i64 {
@@ -49,17 +51,27 @@ impl Client {
                 .map(str::to_owned)
                 .or_else(|| var("TENCENTCLOUD_REGION"))
                 .unwrap_or_else(|| "ap-guangzhou".into()),
+            conn: std::sync::Arc::default(),
         })
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let mut cached = self.conn.lock().await;
+        if let Some(sender) = cached.as_mut() {
+            if sender.ready().await.is_ok() {
+                return Ok(sender.send_request(req).await?);
+            }
+        }
         let stream =
             tokio::net::TcpStream::connect(&self.host).await.with_context(|| format!("connecting to {}", self.host))?;
+        stream.set_nodelay(true)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(sender.send_request(req).await?)
+        let resp = sender.send_request(req).await?;
+        *cached = Some(sender);
+        Ok(resp)
     }
 
     fn signed(
@@ -125,7 +137,7 @@ impl Client {
     /// Uploads `file` (resuming `resume` if given), skipping holes and all-zero ranges;
     /// returns (upload id, `upload://` URL).
     pub async fn upload(&self, file: &Path, resume: Option<&str>) -> anyhow::Result<(String, String)> {
-        const CHUNK: u64 = 8 << 20;
+        const CHUNK: u64 = 32 << 20;
         const ZERO_UNIT: usize = 1 << 20;
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         let size = f.metadata()?.len();

@@ -412,3 +412,54 @@ fn fsck_names_the_image_a_damaged_block_belongs_to() {
     let report: Value = serde_json::from_slice(&public.stdout).expect("json");
     assert!(report[0]["checked_blocks"].as_u64().is_some_and(|n| n > 0));
 }
+
+#[test]
+fn an_operator_adds_a_real_public_image_offered_in_every_region() {
+    let server = Server::start(Backend::Sqlite, "public-add").expect("sqlite");
+    let work = tempfile::tempdir().expect("tempdir");
+    let raw = raw_fixture(work.path(), "p.raw", 19);
+    let qcow = convert(&raw, "qcow2");
+    let out = server.cli(&[
+        "public-image",
+        "add",
+        &qcow.to_string_lossy(),
+        "--name",
+        "Debian 12 (operator)",
+        "--os-name",
+        "Debian 12.5 64bit",
+        "--platform",
+        "Debian",
+        "--format",
+        "qcow2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = serde_json::from_slice::<Value>(&out.stdout).expect("json")["ImageId"].as_str().expect("id").to_owned();
+    let bad = server.cli(&[
+        "public-image",
+        "add",
+        &qcow.to_string_lossy(),
+        "--name",
+        "x",
+        "--os-name",
+        "x",
+        "--platform",
+        "x",
+        "--format",
+        "raw",
+    ]);
+    assert!(!bad.status.success(), "a declared format that the bytes contradict is refused");
+    let alice = server.create_account("alice");
+    let r = server.python(
+        &alice,
+        &format!(
+            r#"result = [call(client(region), "DescribeImages", {{"ImageIds": ["{id}"]}}) for region in ["ap-guangzhou", "ap-tokyo"]]"#
+        ),
+    );
+    for answer in r.as_array().expect("answers") {
+        let img = &answer["ok"]["ImageSet"][0];
+        assert_eq!(img["ImageType"], "PUBLIC_IMAGE");
+        assert_eq!(img["ImageState"], "NORMAL");
+        assert_eq!(img["SourceFormat"], "qcow2");
+        assert_eq!(img["Platform"], "Debian");
+    }
+}

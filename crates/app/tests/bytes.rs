@@ -1,0 +1,110 @@
+//! The data plane through `Service`: demo disks hold a real os-release, GC collects only what no
+//! manifest references and no running job may need, the materialised file equals the image.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imaged_app::data::DataConfig;
+use imaged_app::demo::{PublicImageSpec, CATALOGUE_REGION};
+use imaged_app::{MasterKey, Service};
+use imaged_domain::rules::Limits;
+use imaged_domain::{Architecture, ImageId, RegionCatalog};
+use imaged_metastore::sqlite::SqliteStore;
+
+async fn service(dir: &std::path::Path) -> Service {
+    let store = SqliteStore::open(&dir.join("meta.db")).await.expect("open");
+    let data = DataConfig::local(dir).expect("data");
+    Service::new(Arc::new(store), RegionCatalog::default(), Limits::default(), MasterKey::from_bytes([5; 32]), data)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn demo_disks_are_real_partitioned_disks_naming_their_os() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(dir.path()).await;
+    svc.bootstrap(dir.path()).await.expect("bootstrap");
+    let id = ImageId::parse("img-eb30mz89").expect("id");
+    let path = svc.materialised(&id).await.expect("materialise");
+    let disk = std::fs::read(&path).expect("read");
+    assert_eq!(&disk[510..512], &[0x55, 0xaa], "an MBR");
+    assert_eq!(disk[446 + 4], 0x83, "a Linux partition");
+    assert_eq!(&disk[(1 << 20) + 1024 + 56..(1 << 20) + 1024 + 58], &[0x53, 0xef], "an ext4 superblock at 1 MiB");
+    assert!(contains(&disk, b"IMAGED_IMAGE_ID=img-eb30mz89"), "os-release names the image");
+    assert!(contains(&disk, b"PRETTY_NAME=\"TencentOS Server 3.1 (TK4)\""));
+    let again = svc.materialised(&id).await.expect("cached");
+    assert_eq!(again, path, "the materialised file is cached");
+    let fsck = svc.fsck(CATALOGUE_REGION).await.expect("fsck");
+    assert!(fsck.checked_blocks > 0 && fsck.bad_blocks.is_empty());
+}
+
+#[tokio::test]
+async fn gc_collects_only_unreferenced_blocks_past_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(dir.path()).await;
+    let disk = dir.path().join("disk.raw");
+    let mut bytes = vec![0u8; 3 << 20];
+    for (i, b) in bytes.iter_mut().enumerate().take(2 << 20) {
+        *b = (i * 31 % 251) as u8;
+    }
+    std::fs::write(&disk, &bytes).expect("write");
+    let spec = |name: &str| PublicImageSpec {
+        name: name.into(),
+        os_name: "Test OS".into(),
+        platform: "Test".into(),
+        architecture: Architecture::X86_64,
+        description: String::new(),
+        declared: Some(imaged_diskfmt::Format::Raw),
+    };
+    let keep = svc.add_public_image(&disk, spec("keep")).await.expect("add");
+    let drop_me = svc.add_public_image(&disk, spec("drop")).await.expect("add");
+    let stored = |svc: &Service| {
+        let svc = svc.clone();
+        async move { svc.fsck(CATALOGUE_REGION).await.expect("fsck").checked_blocks }
+    };
+    let before = stored(&svc).await;
+    assert!(before >= 2);
+    // Both images share their blocks: releasing one frees nothing.
+    svc.store().detach_manifest(&drop_me).await.expect("detach");
+    assert_eq!(svc.collect_garbage(CATALOGUE_REGION, Duration::ZERO).await.expect("gc").deleted_blocks, 0);
+    // Releasing the last reference: kept during the grace period, collected after it.
+    svc.store().detach_manifest(&keep).await.expect("detach");
+    assert_eq!(svc.collect_garbage(CATALOGUE_REGION, Duration::from_secs(3600)).await.expect("gc").deleted_blocks, 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = svc.collect_garbage(CATALOGUE_REGION, Duration::ZERO).await.expect("gc");
+    assert_eq!(report.deleted_blocks, before);
+    assert_eq!(stored(&svc).await, 0, "the block files are gone");
+}
+
+#[tokio::test]
+async fn gc_keeps_blocks_a_running_job_may_still_need() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(dir.path()).await;
+    let region = "ap-guangzhou";
+    let blocks = svc.data().region_blocks(region);
+    let now = imaged_app::service::now().0;
+    let (digest, _, size) = blocks.put(b"half-made import block").await.expect("put");
+    // A job queued 10 s ago wrote this block 5 s ago and has not referenced it yet.
+    let touched = imaged_domain::time::Timestamp(now - 5);
+    svc.store().touch_blocks(region, &[(digest.to_hex(), size as u64)], touched).await.expect("touch");
+    let acct =
+        svc.store().create_account("jobs", imaged_metastore::Role::User, touched).await.expect("db").expect("acct");
+    let job = imaged_metastore::testsuite::job("import", region, acct.id, None, now - 10);
+    let job_id = svc.store().insert_job(&job).await.expect("job");
+    let report = svc.collect_garbage(region, Duration::ZERO).await.expect("gc");
+    assert_eq!(report.deleted_blocks, 0, "a job older than the block may still need it");
+    assert!(blocks.contains(&digest).await.expect("head"));
+    // Once the job is over, the unreferenced block goes.
+    svc.store()
+        .claim_job("w", imaged_domain::time::Timestamp(now), imaged_domain::time::Timestamp(now + 30))
+        .await
+        .expect("claim");
+    svc.store()
+        .finish_job(job_id, imaged_metastore::JobState::Failed, None, Some("test"), imaged_domain::time::Timestamp(now))
+        .await
+        .expect("finish");
+    assert_eq!(svc.collect_garbage(region, Duration::ZERO).await.expect("gc").deleted_blocks, 1);
+    assert!(!blocks.contains(&digest).await.expect("head"));
+}
