@@ -20,9 +20,6 @@ use imaged_app::Service;
 use crate::error::{code, ApiError, Language};
 use crate::server::{authenticate, envelope, json_response, request_id};
 
-/// Bytes gathered from body frames before one write to the upload file.
-const WRITE_BATCH: usize = 4 << 20;
-
 /// Largest append in one request.
 pub(crate) const MAX_APPEND_BYTES: u64 = 256 << 20;
 
@@ -31,15 +28,19 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn upload_error(e: UploadError) -> ApiError {
-    match e {
+    match &e {
         UploadError::NotFound => {
             ApiError::invalid_value(code::RESOURCE_NOT_FOUND, "The upload does not exist or is not yours.".into())
         }
-        UploadError::WrongOffset { expected } => ApiError::invalid_value(
+        &UploadError::WrongOffset { expected } => ApiError::invalid_value(
             code::INVALID_PARAMETER_VALUE,
             format!("Offset must be the upload's current size, {expected}."),
         ),
-        UploadError::Io(io) => ApiError::internal(&io),
+        UploadError::Misaligned | UploadError::TooLarge => {
+            ApiError::invalid_value(code::INVALID_PARAMETER_VALUE, format!("{e}."))
+        }
+        UploadError::Io(io) => ApiError::internal(io),
+        UploadError::Store(s) => ApiError::internal(s),
     }
 }
 
@@ -71,73 +72,60 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
         return Err(ApiError::invalid_parameter("X-TC-Content-SHA256", "uploads must be sent as UNSIGNED-PAYLOAD"));
     }
     let (caller, _) = authenticate(&service, &parts.headers, "POST", &query, b"").await?;
-    let data = service.data();
     let op = query_param(&query, "Op").ok_or_else(|| ApiError::missing("Op"))?;
     let upload_id = || query_param(&query, "UploadId").ok_or_else(|| ApiError::missing("UploadId"));
     let out = match op.as_str() {
         "create" => {
-            let id = data.create_upload(caller).map_err(|e| ApiError::internal(&e))?;
+            let region = parts
+                .headers
+                .get("x-tc-region")
+                .and_then(|v| v.to_str().ok())
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| ApiError::missing("Region"))?;
+            if service.regions().get(region).is_none() {
+                return Err(ApiError::invalid_value(
+                    code::INVALID_REGION_NOT_FOUND,
+                    format!("The region `{region}` does not exist."),
+                ));
+            }
+            let id = service.create_upload(caller, region).map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": 0})
         }
         "status" => {
             let id = upload_id()?;
-            let size = data.upload_size(caller, &id).map_err(upload_error)?;
-            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": size})
+            let state = service.upload_state(caller, &id).map_err(upload_error)?;
+            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": state.manifest.virtual_size})
         }
         "zero" => {
             let id = upload_id()?;
             let (offset, length) = (number(&query, "Offset")?, number(&query, "Length")?);
-            let end = offset.checked_add(length).filter(|e| *e <= data.max_virtual_size).ok_or_else(|| {
-                ApiError::invalid_value(code::INVALID_PARAMETER_VALUE, "The upload would exceed the size limit.".into())
-            })?;
-            let file = data.open_upload_at(caller, &id, offset).map_err(upload_error)?;
-            file.set_len(end).map_err(|e| ApiError::internal(&e))?;
-            serde_json::json!({"UploadId": id, "Size": end})
+            let mut writer = service.upload_writer(caller, &id, offset).map_err(upload_error)?;
+            writer.zero(length).map_err(upload_error)?;
+            let size = writer.finish().await.map_err(upload_error)?;
+            serde_json::json!({"UploadId": id, "Size": size})
         }
         "append" => {
             let id = upload_id()?;
             let offset = number(&query, "Offset")?;
-            let file = std::sync::Arc::new(data.open_upload_at(caller, &id, offset).map_err(upload_error)?);
+            let mut writer = service.upload_writer(caller, &id, offset).map_err(upload_error)?;
             let mut body = body;
-            let mut written = 0u64;
-            let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
-            // Frames are small; write them in batches, each with one blocking positional write.
-            let flush = |buf: Vec<u8>, at: u64| {
-                let file = std::sync::Arc::clone(&file);
-                async move {
-                    tokio::task::spawn_blocking(move || std::os::unix::fs::FileExt::write_all_at(&*file, &buf, at))
-                        .await
-                        .map_err(|e| ApiError::internal(&e))?
-                        .map_err(|e| ApiError::internal(&e))
-                }
-            };
+            let mut received = 0u64;
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| ApiError::invalid_parameter("body", &format!("interrupted: {e}")))?;
                 if let Some(chunk) = frame.data_ref() {
-                    if written + (pending.len() + chunk.len()) as u64 > MAX_APPEND_BYTES
-                        || offset + written + (pending.len() + chunk.len()) as u64 > data.max_virtual_size
-                    {
+                    received += chunk.len() as u64;
+                    if received > MAX_APPEND_BYTES {
                         return Err(ApiError::new(
                             code::REQUEST_SIZE_LIMIT_EXCEEDED,
-                            format!("An append may carry at most {MAX_APPEND_BYTES} bytes, within the size limit."),
+                            format!("An append may carry at most {MAX_APPEND_BYTES} bytes."),
                             format!("单次追加最多 {MAX_APPEND_BYTES} 字节。"),
                         ));
                     }
-                    pending.extend_from_slice(chunk);
-                    if pending.len() >= WRITE_BATCH {
-                        let buf = std::mem::replace(&mut pending, Vec::with_capacity(WRITE_BATCH));
-                        let n = buf.len() as u64;
-                        flush(buf, offset + written).await?;
-                        written += n;
-                    }
+                    writer.write(chunk).await.map_err(upload_error)?;
                 }
             }
-            if !pending.is_empty() {
-                let n = pending.len() as u64;
-                flush(pending, offset + written).await?;
-                written += n;
-            }
-            serde_json::json!({"UploadId": id, "Size": offset + written})
+            let size = writer.finish().await.map_err(upload_error)?;
+            serde_json::json!({"UploadId": id, "Size": size})
         }
         other => {
             return Err(ApiError::invalid_parameter("Op", &format!("`{other}` is not create, status, append or zero")))

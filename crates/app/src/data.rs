@@ -2,12 +2,10 @@
 //! location), uploads in progress, scratch space, and export buckets.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use imaged_chunkstore::BlockStore;
-use imaged_domain::AccountId;
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
 
@@ -63,55 +61,8 @@ impl DataConfig {
         self.data_dir.join("scratch")
     }
 
-    fn uploads_dir(&self) -> PathBuf {
+    pub(crate) fn uploads_dir(&self) -> PathBuf {
         self.data_dir.join("uploads")
-    }
-
-    /// Path of an upload's data file, if `owner` owns an upload of that id.
-    pub fn upload_path(&self, owner: AccountId, id: &str) -> Option<PathBuf> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let meta = std::fs::read_to_string(self.uploads_dir().join(format!("{id}.owner"))).ok()?;
-        (meta.trim() == owner.to_string()).then(|| self.uploads_dir().join(format!("{id}.data")))
-    }
-
-    /// Starts an upload for `owner`; returns its id.
-    pub fn create_upload(&self, owner: AccountId) -> std::io::Result<String> {
-        let dir = self.uploads_dir();
-        std::fs::create_dir_all(&dir)?;
-        let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(|e| std::io::Error::other(e.to_string()))?);
-        File::create(dir.join(format!("{id}.data")))?;
-        std::fs::write(dir.join(format!("{id}.owner")), owner.to_string())?;
-        Ok(id)
-    }
-
-    /// Opens an upload for appending at `offset`, which must be its current size (uploads are
-    /// contiguous; a client resumes from the size it is told). Returns the file, positioned.
-    pub fn open_upload_at(&self, owner: AccountId, id: &str, offset: u64) -> Result<File, UploadError> {
-        let path = self.upload_path(owner, id).ok_or(UploadError::NotFound)?;
-        let file = OpenOptions::new().write(true).open(&path).map_err(|_| UploadError::NotFound)?;
-        let size = file.metadata().map_err(UploadError::Io)?.len();
-        if size != offset {
-            return Err(UploadError::WrongOffset { expected: size });
-        }
-        use std::io::Seek;
-        let mut file = file;
-        file.seek(std::io::SeekFrom::Start(offset)).map_err(UploadError::Io)?;
-        Ok(file)
-    }
-
-    /// Current size of an upload.
-    pub fn upload_size(&self, owner: AccountId, id: &str) -> Result<u64, UploadError> {
-        let path = self.upload_path(owner, id).ok_or(UploadError::NotFound)?;
-        Ok(std::fs::metadata(path).map_err(|_| UploadError::NotFound)?.len())
-    }
-
-    /// Removes an upload (after its import finished).
-    pub fn remove_upload(&self, id: &str) {
-        let dir = self.uploads_dir();
-        let _ = std::fs::remove_file(dir.join(format!("{id}.data")));
-        let _ = std::fs::remove_file(dir.join(format!("{id}.owner")));
     }
 }
 
@@ -127,7 +78,16 @@ pub enum UploadError {
         /// Current size.
         expected: u64,
     },
+    /// An append that does not start on a block boundary, or after the final short block.
+    #[error("appends must be whole 1 MiB blocks, except the last one")]
+    Misaligned,
+    /// Over the size limit.
+    #[error("the upload would exceed the size limit")]
+    TooLarge,
     /// I/O.
     #[error("upload storage: {0}")]
     Io(std::io::Error),
+    /// The block store failed.
+    #[error("block store: {0}")]
+    Store(String),
 }

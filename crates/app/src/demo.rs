@@ -12,7 +12,7 @@ use imaged_diskfmt::Format;
 use imaged_domain::Image;
 use imaged_metastore::ManifestRecord;
 
-use crate::ingest::{ingest, Progress};
+use crate::ingest::{ingest, IngestSource, Progress};
 use crate::jobs::JobFailure;
 use crate::service::Service;
 
@@ -73,8 +73,7 @@ impl Service {
     pub async fn attach_catalogue_bytes(&self, image: &Image, path: &Path, format: Format) -> Result<(), JobFailure> {
         let store = self.data().region_blocks(CATALOGUE_REGION);
         let (manifest, stats) = ingest(
-            path.to_owned(),
-            format,
+            IngestSource::File { path: path.to_owned(), format },
             store.clone(),
             Arc::clone(self.store()),
             CATALOGUE_REGION.to_owned(),

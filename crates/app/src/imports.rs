@@ -14,9 +14,10 @@ use imaged_metastore::{JobRecord, JobState, ManifestRecord, Refused};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_to_raw;
-use crate::ingest::{ingest, Progress};
+use crate::ingest::{ingest, IngestSource, Progress};
 use crate::jobs::JobFailure;
 use crate::service::{now, AppError, Service};
+use crate::uploads::ManifestReader;
 
 /// What a user asks `ImportImage` for.
 #[derive(Debug, Clone, Default)]
@@ -197,9 +198,7 @@ impl Service {
     /// the operator's import directory.
     fn check_import_url(&self, caller: AccountId, url: &str) -> Result<(), ImportError> {
         if let Some(id) = url.strip_prefix("upload://") {
-            self.data()
-                .upload_path(caller, id)
-                .ok_or_else(|| ImportError::Url(format!("names no upload of yours: {url}")))?;
+            self.upload_state(caller, id).map_err(|_| ImportError::Url(format!("names no upload of yours: {url}")))?;
             return Ok(());
         }
         if url.starts_with("file://") {
@@ -255,7 +254,7 @@ impl Service {
         let _ = std::fs::remove_dir_all(&scratch);
         if result.is_ok() || result.as_ref().is_err_and(|f| f.permanent) {
             if let Some(id) = params.url.strip_prefix("upload://") {
-                self.data().remove_upload(id);
+                self.remove_upload(id);
             }
         }
         result
@@ -269,10 +268,83 @@ impl Service {
         scratch: &Path,
         progress: Arc<Progress>,
     ) -> Result<String, JobFailure> {
-        let source = self.fetch_source(job.account, &params.url, scratch).await?;
-        let source = decompress_if_needed(&source, scratch, self.data().max_virtual_size).await?;
         let declared = params.format.as_deref().and_then(Format::parse);
         let policy = Policy { max_virtual_size: self.data().max_virtual_size };
+        let region = job.region.clone();
+        let store = self.data().region_blocks(&region);
+        let mut source = match params.url.strip_prefix("upload://") {
+            Some(id) => {
+                let state =
+                    self.upload_state(job.account, id).map_err(|_| JobFailure::permanent("the upload is gone"))?;
+                if state.region != region {
+                    return Err(JobFailure::permanent(format!("the upload was made for region {}", state.region)));
+                }
+                let manifest = Arc::new(state.manifest);
+                let (reader_store, reader_manifest) = (store.clone(), Arc::clone(&manifest));
+                let handle = tokio::runtime::Handle::current();
+                let looked = tokio::task::spawn_blocking(move || {
+                    let reader = ManifestReader::new(reader_store, reader_manifest, handle);
+                    let mut head = [0u8; 8];
+                    let n = imaged_diskfmt::ReadAt::read_at(&reader, 0, &mut head)?;
+                    if detect_compression(&head[..n]).is_some() {
+                        return Ok::<_, std::io::Error>(None);
+                    }
+                    Ok(Some(inspect(&reader, declared, &policy)))
+                })
+                .await
+                .map_err(JobFailure::retry)?
+                .map_err(JobFailure::retry)?;
+                match looked {
+                    Some(inspection) => {
+                        let inspection = inspection
+                            .map_err(|r| JobFailure::permanent(format!("{}: {}", r.reason.as_str(), r.detail)))?;
+                        check_iso(&inspection, params.force)?;
+                        let (manifest, format) = match inspection.format {
+                            // The uploaded blocks are the disk's blocks: nothing to read again.
+                            Format::Raw | Format::Iso => ((*manifest).clone(), inspection.format),
+                            Format::Qcow2 => {
+                                let reader =
+                                    ManifestReader::new(store.clone(), manifest, tokio::runtime::Handle::current());
+                                let (m, _) = ingest(
+                                    IngestSource::Qcow2Blocks(reader),
+                                    store.clone(),
+                                    Arc::clone(self.store()),
+                                    region.clone(),
+                                    progress,
+                                )
+                                .await
+                                .map_err(|e| JobFailure::retry(format!("{e}")))?;
+                                (m, Format::Qcow2)
+                            }
+                            other => {
+                                let file = scratch.join("upload.bin");
+                                crate::exports::materialise(&store, &manifest, &file, &Progress::default()).await?;
+                                let raw = self.convert(&file, other, inspection.virtual_size, scratch).await?;
+                                let (m, _) = ingest(
+                                    IngestSource::File { path: raw, format: Format::Raw },
+                                    store.clone(),
+                                    Arc::clone(self.store()),
+                                    region.clone(),
+                                    progress,
+                                )
+                                .await
+                                .map_err(|e| JobFailure::retry(format!("{e}")))?;
+                                (m, other)
+                            }
+                        };
+                        return self.finish_import(image, manifest, format, &store).await;
+                    }
+                    None => {
+                        // A compressed upload: decompress it from a local copy.
+                        let file = scratch.join("upload.bin");
+                        crate::exports::materialise(&store, &manifest, &file, &Progress::default()).await?;
+                        file
+                    }
+                }
+            }
+            None => self.fetch_source(&params.url, scratch).await?,
+        };
+        source = decompress_if_needed(&source, scratch, self.data().max_virtual_size).await?;
         let inspect_path = source.clone();
         let inspection = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&inspect_path)?;
@@ -282,49 +354,59 @@ impl Service {
         .map_err(JobFailure::retry)?
         .map_err(JobFailure::retry)?
         .map_err(|r| JobFailure::permanent(format!("{}: {}", r.reason.as_str(), r.detail)))?;
-        if inspection.format == Format::Iso && !params.force {
-            return Err(JobFailure::permanent("format-mismatch: an ISO image must be imported with Force=true"));
-        }
+        check_iso(&inspection, params.force)?;
         let (path, read_as) = match inspection.format {
             Format::Raw | Format::Iso | Format::Qcow2 => (source, inspection.format),
-            other => {
-                let dest = scratch.join("converted.raw");
-                let (src, size) = (source.clone(), inspection.virtual_size);
-                let out = tokio::task::spawn_blocking(move || convert_to_raw(&src, other, size, &dest))
-                    .await
-                    .map_err(JobFailure::retry)?
-                    .map_err(|e| JobFailure::permanent(format!("corrupt: {e}")))?;
-                (out, Format::Raw)
-            }
+            other => (self.convert(&source, other, inspection.virtual_size, scratch).await?, Format::Raw),
         };
-        let region = job.region.clone();
-        let store = self.data().region_blocks(&region);
-        let (manifest, stats) =
-            ingest(path, read_as, store.clone(), Arc::clone(self.store()), region.clone(), progress)
-                .await
-                .map_err(|e| JobFailure::retry(format!("{e}")))?;
+        let (manifest, _) = ingest(
+            IngestSource::File { path, format: read_as },
+            store.clone(),
+            Arc::clone(self.store()),
+            region.clone(),
+            progress,
+        )
+        .await
+        .map_err(|e| JobFailure::retry(format!("{e}")))?;
+        self.finish_import(image, manifest, inspection.format, &store).await
+    }
+
+    /// Cross-checks and converts a vmdk/vhd/vhdx to raw with qemu-img (after inspection).
+    async fn convert(&self, src: &Path, format: Format, size: u64, scratch: &Path) -> Result<PathBuf, JobFailure> {
+        let (src, dest) = (src.to_owned(), scratch.join("converted.raw"));
+        tokio::task::spawn_blocking(move || convert_to_raw(&src, format, size, &dest))
+            .await
+            .map_err(JobFailure::retry)?
+            .map_err(|e| JobFailure::permanent(format!("corrupt: {e}")))
+    }
+
+    /// Records the manifest and makes the image NORMAL.
+    async fn finish_import(
+        &self,
+        image: &mut Image,
+        manifest: imaged_chunkstore::Manifest,
+        format: Format,
+        store: &imaged_chunkstore::BlockStore,
+    ) -> Result<String, JobFailure> {
         let blocks: Vec<String> = manifest.distinct().iter().map(Digest::to_hex).collect();
         image.state = ImageState::Normal;
-        image.size_gib = stats.virtual_size.div_ceil(1 << 30);
-        image.source_format = Some(inspection.format.as_str().to_owned());
+        image.size_gib = manifest.virtual_size.div_ceil(1 << 30);
+        image.source_format = Some(format.as_str().to_owned());
         image.progress = None;
         let record = ManifestRecord {
             image: image.id.clone(),
-            region: region.clone(),
+            region: image.region.clone().unwrap_or_default(),
             manifest: manifest.encode(),
             blocks,
-            source_format: inspection.format.as_str().to_owned(),
-            virtual_size: stats.virtual_size,
+            source_format: format.as_str().to_owned(),
+            virtual_size: manifest.virtual_size,
         };
-        self.commit_manifest(image, &record, &store).await?;
-        tracing::info!(image = %image.id, format = inspection.format.as_str(), size = stats.virtual_size,
-            new_blocks = stats.new_blocks, "import finished");
+        self.commit_manifest(image, &record, store).await?;
+        tracing::info!(image = %image.id, format = format.as_str(), size = manifest.virtual_size, "import finished");
         Ok(serde_json::json!({
-            "Format": inspection.format.as_str(),
-            "VirtualSize": stats.virtual_size,
-            "DataBlocks": stats.data_blocks,
-            "NewBlocks": stats.new_blocks,
-            "NewBytes": stats.new_bytes,
+            "Format": format.as_str(),
+            "VirtualSize": manifest.virtual_size,
+            "DataBlocks": manifest.data_blocks(),
         })
         .to_string())
     }
@@ -354,10 +436,7 @@ impl Service {
         Ok(())
     }
 
-    async fn fetch_source(&self, owner: AccountId, url: &str, scratch: &Path) -> Result<PathBuf, JobFailure> {
-        if let Some(id) = url.strip_prefix("upload://") {
-            return self.data().upload_path(owner, id).ok_or_else(|| JobFailure::permanent("the upload is gone"));
-        }
+    async fn fetch_source(&self, url: &str, scratch: &Path) -> Result<PathBuf, JobFailure> {
         if url.starts_with("file://") {
             return self.allowed_file(url).map_err(|e| JobFailure::permanent(e.to_string()));
         }
@@ -365,6 +444,13 @@ impl Service {
         crate::http::download(url, &dest, self.data().max_virtual_size).await.map_err(JobFailure::permanent)?;
         Ok(dest)
     }
+}
+
+fn check_iso(inspection: &imaged_diskfmt::Inspection, force: bool) -> Result<(), JobFailure> {
+    if inspection.format == Format::Iso && !force {
+        return Err(JobFailure::permanent("format-mismatch: an ISO image must be imported with Force=true"));
+    }
+    Ok(())
 }
 
 /// Decompresses one layer of gzip or zstd into the scratch directory, capped at `cap` bytes of

@@ -18,6 +18,7 @@ use imaged_metastore::{MetaStore, MetaStoreError};
 use tokio::task::JoinSet;
 
 use crate::disk::{DiskError, DiskReader};
+use crate::uploads::ManifestReader;
 
 /// Blocks in flight to the object store at once.
 const PUTS_IN_FLIGHT: usize = 8;
@@ -79,10 +80,22 @@ impl Progress {
     }
 }
 
-/// Reads `path` (inspected as `format`: raw, iso or qcow2) into `store`, returning its manifest.
+/// What an ingest reads.
+pub enum IngestSource {
+    /// A local file, inspected as `format` (raw, iso or qcow2).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        format: Format,
+    },
+    /// A qcow2 image held as an upload's blocks.
+    Qcow2Blocks(ManifestReader),
+}
+
+/// Reads `source` into `store`, returning the virtual disk's manifest.
 pub async fn ingest(
-    path: PathBuf,
-    format: Format,
+    source: IngestSource,
     store: BlockStore,
     meta: Arc<dyn MetaStore>,
     region: String,
@@ -90,7 +103,16 @@ pub async fn ingest(
 ) -> Result<(Manifest, IngestStats), IngestError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Digest, Bytes)>(16);
     let producer_progress = Arc::clone(&progress);
-    let producer = tokio::task::spawn_blocking(move || produce(&path, format, &tx, &producer_progress));
+    let producer = tokio::task::spawn_blocking(move || match source {
+        IngestSource::File { path, format } => {
+            let file = File::open(&path).map_err(DiskError::from)?;
+            produce(&DiskReader::open(&file, format)?, &tx, &producer_progress)
+        }
+        IngestSource::Qcow2Blocks(reader) => {
+            let qcow = imaged_diskfmt::Qcow2Reader::open(&reader).map_err(DiskError::from)?;
+            produce(&DiskReader::Qcow2(qcow), &tx, &producer_progress)
+        }
+    });
 
     let mut entries: Vec<(usize, Digest)> = Vec::new();
     let mut touches: Vec<(String, u64)> = Vec::new();
@@ -144,13 +166,10 @@ pub async fn ingest(
 
 /// Reads the disk and feeds the hashers; returns the virtual size.
 fn produce(
-    path: &std::path::Path,
-    format: Format,
+    reader: &DiskReader<'_>,
     out: &tokio::sync::mpsc::Sender<(usize, Digest, Bytes)>,
     progress: &Progress,
 ) -> Result<u64, IngestError> {
-    let file = File::open(path).map_err(DiskError::from)?;
-    let reader = DiskReader::open(&file, format)?;
     let size = reader.virtual_size();
     let blocks = size.div_ceil(BLOCK_SIZE as u64);
     progress.total.store(blocks, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 //! - [`data`]: where bytes live: per-region block stores, uploads, scratch, export buckets.
 //! - [`disk`]: reading an inspected image block by block (sparse raw, native qcow2, qemu-img).
 //! - [`ingest`]: a disk into a manifest of stored blocks, bounded memory, hashing in parallel.
+//! - [`uploads`]: resumable uploads stored straight into the block store, and a reader over them.
 //! - [`imports`], [`exports`]: `ImportImage` and `ExportImages`, as requests and as jobs.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
 //! - [`maintenance`]: garbage collection and fsck of the block stores.
@@ -25,6 +26,7 @@ pub mod jobs;
 pub mod maintenance;
 pub mod secrets;
 pub mod service;
+pub mod uploads;
 
 pub use secrets::{MasterKey, SecretsError};
 pub use service::{AppError, Credentials, ImageListing, KeyInfo, Principal, Service};

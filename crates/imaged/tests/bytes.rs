@@ -209,6 +209,7 @@ fn import_requests_are_validated_before_any_byte_is_read() {
     let work = tempfile::tempdir().expect("tempdir");
     let raw = raw_fixture(work.path(), "ok.raw", 5);
     let url = upload(&server, &server.admin, &raw);
+    let url2 = upload(&server, &server.admin, &raw);
     let iso_url = format!("file://{}", iso.display());
     let r = server.python(
         &server.admin,
@@ -232,8 +233,8 @@ result = {{
     "iso": imp(ImageUrl="{iso_url}"),
     "dry_run": imp(DryRun=True),
     "first": imp(),
-    "duplicate": imp(),
-    "quota": imp(ImageName="second"),
+    "duplicate": imp(ImageUrl="{url2}"),
+    "quota": imp(ImageName="second", ImageUrl="{url2}"),
     "os_list": call(client(), "DescribeImportImageOs"),
 }}
 "#
@@ -353,7 +354,14 @@ fn the_same_image_imported_five_times_is_stored_once() {
         let (file, fmt) = if n % 2 == 0 { (&raw, "raw") } else { (&qcow, "qcow2") };
         cli_import(&server, &server.admin, file, &format!("dedup-{n}"), fmt);
     }
+    // Uploads of the qcow2 file left its file blocks unreferenced: GC takes them after the
+    // grace period (0 here), and what remains is one copy of the disk.
+    std::thread::sleep(Duration::from_millis(1100));
+    let gc = server.cli(&["gc", "--grace-secs", "0"]);
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
     assert_eq!(stored(), once, "five imports of one disk store one copy");
+    let fsck = server.cli(&["fsck"]);
+    assert!(fsck.status.success(), "GC kept every referenced block: {}", String::from_utf8_lossy(&fsck.stdout));
 }
 
 #[test]
@@ -462,4 +470,41 @@ fn an_operator_adds_a_real_public_image_offered_in_every_region() {
         assert_eq!(img["SourceFormat"], "qcow2");
         assert_eq!(img["Platform"], "Debian");
     }
+}
+
+#[test]
+fn an_interrupted_upload_resumes_where_the_server_stopped() {
+    let server = Server::start(Backend::Sqlite, "resume").expect("sqlite");
+    let work = tempfile::tempdir().expect("tempdir");
+    let raw = raw_fixture(work.path(), "r.raw", 23);
+    // The first 5 MiB arrived before the client died.
+    let part = work.path().join("part.raw");
+    std::fs::write(&part, &std::fs::read(&raw).expect("read")[..5 << 20]).expect("write");
+    let out = imaged(&server, &server.admin, &["upload", &part.to_string_lossy()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = v["UploadId"].as_str().expect("id").to_owned();
+    let out = imaged(&server, &server.admin, &["upload", &raw.to_string_lossy(), "--resume", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = server.python(
+        &server.admin,
+        &format!(
+            r#"result = call(client(), "ImportImage", {{"ImageUrl": "upload://{id}", "ImageName": "resumed",
+                "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64"}})"#
+        ),
+    );
+    let image = r["ok"]["ImageId"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    assert_eq!(wait_settled(&server, &server.admin, &image)["ImageState"], "NORMAL");
+    let back = work.path().join("back.raw");
+    cli_export(&server, &server.admin, &image, "raw", &back);
+    assert!(same_bytes(&raw, &back), "the resumed upload holds the whole file");
+    let stranger = server.create_account("stranger");
+    let other = server.python(
+        &stranger,
+        &format!(
+            r#"result = call(client(), "ImportImage", {{"ImageUrl": "upload://{id}", "ImageName": "stolen",
+                "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64"}})"#
+        ),
+    );
+    assert_eq!(other["error"], "InvalidParameter.InvalidParameterUrlError", "an upload is its owner's only");
 }

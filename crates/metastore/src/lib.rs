@@ -60,6 +60,7 @@ impl Role {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn parse(s: &str) -> Result<Self> {
         match s {
             "admin" => Ok(Role::Admin),
@@ -102,6 +103,7 @@ impl KeyStatus {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn parse(s: &str) -> Result<Self> {
         match s {
             "enabled" => Ok(KeyStatus::Enabled),
@@ -262,6 +264,7 @@ impl JobState {
         }
     }
 
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn parse(s: &str) -> Result<Self> {
         match s {
             "QUEUED" => Ok(JobState::Queued),
@@ -346,18 +349,22 @@ impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore> MetaSto
 /// The first account id the stores hand out (Tencent-style 12-digit UINs).
 pub const FIRST_ACCOUNT_ID: u64 = 100_000_000_001;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn encode_image(image: &Image) -> Result<String> {
     serde_json::to_string(image).map_err(|e| MetaStoreError::Corrupt(e.to_string()))
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_image(doc: &str) -> Result<Image> {
     serde_json::from_str(doc).map_err(|e| MetaStoreError::Corrupt(format!("image document: {e}")))
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn owner_column(image: &Image) -> Option<i64> {
     image.owner.map(|a| a.0 as i64)
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn account_from_column(v: i64) -> AccountId {
     AccountId(v as u64)
 }

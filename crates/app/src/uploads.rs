@@ -1,0 +1,303 @@
+//! Uploads straight into the block store. An upload is a manifest of the uploaded file's 1 MiB
+//! blocks in the region it was made for: each append is split into blocks that are hashed,
+//! compressed and stored put-if-absent as they arrive (all-zero blocks and `zero` ranges are
+//! never stored), so an upload writes only the blocks the store lacks, and the bytes are never
+//! written twice. A raw upload's manifest becomes the image's manifest as it is.
+//!
+//! Uploads are resumable: the manifest is saved after each complete append, so an interrupted
+//! client continues from the size it is told. Appends cover whole blocks, except the last one.
+//! Nothing here interprets the bytes: the import job inspects them through [`ManifestReader`].
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use imaged_chunkstore::{block, is_zero, BlockStore, Digest, Manifest, BLOCK_SIZE};
+use imaged_diskfmt::ReadAt;
+use imaged_domain::AccountId;
+use tokio::task::JoinSet;
+
+use crate::data::UploadError;
+use crate::service::{now, Service};
+
+/// Blocks hashed and stored at once per append.
+const IN_FLIGHT: usize = 4;
+/// Decoded blocks a [`ManifestReader`] keeps.
+const READER_CACHE_BLOCKS: usize = 8;
+
+/// An upload's owner, region and blocks so far.
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    /// Who made it.
+    pub owner: AccountId,
+    /// The region whose block store holds its blocks.
+    pub region: String,
+    /// Its blocks; `virtual_size` is the bytes received.
+    pub manifest: Manifest,
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Service {
+    fn upload_paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        let dir = self.data().uploads_dir();
+        (dir.join(format!("{id}.owner")), dir.join(format!("{id}.manifest")))
+    }
+
+    /// Starts an upload for `owner` in `region`; returns its id.
+    pub fn create_upload(&self, owner: AccountId, region: &str) -> Result<String, UploadError> {
+        std::fs::create_dir_all(self.data().uploads_dir()).map_err(UploadError::Io)?;
+        let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(|e| UploadError::Store(e.to_string()))?);
+        let (owner_path, _) = self.upload_paths(&id);
+        std::fs::write(owner_path, format!("{owner}\n{region}\n")).map_err(UploadError::Io)?;
+        self.save_upload(&id, &Manifest::zeroed(BLOCK_SIZE as u32, 0))?;
+        Ok(id)
+    }
+
+    /// An upload of `owner`'s.
+    pub fn upload_state(&self, owner: AccountId, id: &str) -> Result<UploadState, UploadError> {
+        if !valid_id(id) {
+            return Err(UploadError::NotFound);
+        }
+        let (owner_path, manifest_path) = self.upload_paths(id);
+        let meta = std::fs::read_to_string(owner_path).map_err(|_| UploadError::NotFound)?;
+        let mut lines = meta.lines();
+        if lines.next() != Some(owner.to_string().as_str()) {
+            return Err(UploadError::NotFound);
+        }
+        let region = lines.next().unwrap_or_default().to_owned();
+        let bytes = std::fs::read(manifest_path).map_err(|_| UploadError::NotFound)?;
+        let manifest = Manifest::decode(&bytes).map_err(|e| UploadError::Store(e.to_string()))?;
+        Ok(UploadState { owner, region, manifest })
+    }
+
+    fn save_upload(&self, id: &str, manifest: &Manifest) -> Result<(), UploadError> {
+        let (_, path) = self.upload_paths(id);
+        let tmp = path.with_extension("manifest.tmp");
+        std::fs::write(&tmp, manifest.encode()).map_err(UploadError::Io)?;
+        std::fs::rename(&tmp, &path).map_err(UploadError::Io)
+    }
+
+    /// Forgets an upload (its blocks stay until GC finds them unreferenced).
+    pub fn remove_upload(&self, id: &str) {
+        if valid_id(id) {
+            let (a, b) = self.upload_paths(id);
+            let _ = std::fs::remove_file(a);
+            let _ = std::fs::remove_file(b);
+        }
+    }
+
+    /// Starts an append at `offset`, which must be the upload's size and a block boundary.
+    pub fn upload_writer(&self, owner: AccountId, id: &str, offset: u64) -> Result<UploadWriter, UploadError> {
+        let state = self.upload_state(owner, id)?;
+        if offset != state.manifest.virtual_size {
+            return Err(UploadError::WrongOffset { expected: state.manifest.virtual_size });
+        }
+        if !offset.is_multiple_of(BLOCK_SIZE as u64) {
+            return Err(UploadError::Misaligned);
+        }
+        Ok(UploadWriter {
+            service: self.clone(),
+            id: id.to_owned(),
+            store: self.data().region_blocks(&state.region),
+            state,
+            pending: Vec::with_capacity(BLOCK_SIZE),
+            next_index: usize::try_from(offset / BLOCK_SIZE as u64).unwrap_or(0),
+            puts: JoinSet::new(),
+            done: Vec::new(),
+            received: 0,
+        })
+    }
+}
+
+type BlockOutcome = Result<(usize, Option<(Digest, u64)>), String>;
+
+/// One append in progress.
+pub struct UploadWriter {
+    service: Service,
+    id: String,
+    store: BlockStore,
+    state: UploadState,
+    pending: Vec<u8>,
+    next_index: usize,
+    puts: JoinSet<BlockOutcome>,
+    done: Vec<(usize, Option<(Digest, u64)>)>,
+    received: u64,
+}
+
+impl UploadWriter {
+    async fn settle_one(&mut self) -> Result<(), UploadError> {
+        if let Some(r) = self.puts.join_next().await {
+            let outcome = r.map_err(|e| UploadError::Store(e.to_string()))?.map_err(UploadError::Store)?;
+            self.done.push(outcome);
+        }
+        Ok(())
+    }
+
+    async fn submit(&mut self, data: Vec<u8>) -> Result<(), UploadError> {
+        while self.puts.len() >= IN_FLIGHT {
+            self.settle_one().await?;
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        let store = self.store.clone();
+        self.puts.spawn(async move {
+            let prepared = tokio::task::spawn_blocking(move || {
+                if is_zero(&data) {
+                    None
+                } else {
+                    Some((Digest::of(&data), Bytes::from(block::encode(&data))))
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            match prepared {
+                None => Ok((index, None)),
+                Some((digest, encoded)) => {
+                    let len = encoded.len() as u64;
+                    store.put_encoded(&digest, encoded).await.map_err(|e| e.to_string())?;
+                    Ok((index, Some((digest, len))))
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn check_limit(&self, more: u64) -> Result<(), UploadError> {
+        let total = self.state.manifest.virtual_size + self.received + more;
+        if total > self.service.data().max_virtual_size {
+            return Err(UploadError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// Adds bytes.
+    pub async fn write(&mut self, mut chunk: &[u8]) -> Result<(), UploadError> {
+        self.check_limit(chunk.len() as u64)?;
+        self.received += chunk.len() as u64;
+        while !chunk.is_empty() {
+            let take = (BLOCK_SIZE - self.pending.len()).min(chunk.len());
+            self.pending.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.pending.len() == BLOCK_SIZE {
+                let full = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK_SIZE));
+                self.submit(full).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `len` zero bytes without storing anything (whole blocks, or the final short one).
+    pub fn zero(&mut self, len: u64) -> Result<(), UploadError> {
+        if !self.pending.is_empty() || self.received != 0 {
+            return Err(UploadError::Misaligned);
+        }
+        self.check_limit(len)?;
+        self.received = len;
+        Ok(())
+    }
+
+    /// Completes the append: waits for its blocks, records them, saves the upload. Returns the
+    /// upload's new size.
+    pub async fn finish(mut self) -> Result<u64, UploadError> {
+        if !self.pending.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            self.submit(last).await?;
+        }
+        while !self.puts.is_empty() {
+            self.settle_one().await?;
+        }
+        let m = &mut self.state.manifest;
+        let new_size = m.virtual_size + self.received;
+        let blocks = usize::try_from(new_size.div_ceil(BLOCK_SIZE as u64)).unwrap_or(0);
+        m.blocks.resize(blocks, None);
+        m.virtual_size = new_size;
+        let mut touches = Vec::new();
+        for (index, entry) in std::mem::take(&mut self.done) {
+            if let Some(slot) = m.blocks.get_mut(index) {
+                *slot = entry.map(|(d, _)| d);
+            }
+            if let Some((d, len)) = entry {
+                touches.push((d.to_hex(), len));
+            }
+        }
+        if !touches.is_empty() {
+            self.service
+                .store()
+                .touch_blocks(&self.state.region, &touches, now())
+                .await
+                .map_err(|e| UploadError::Store(e.to_string()))?;
+        }
+        self.service.save_upload(&self.id, &self.state.manifest)?;
+        Ok(new_size)
+    }
+}
+
+/// Random access to the bytes a manifest describes, reading (and verifying) blocks from the
+/// store on demand; for use on a blocking thread inside the runtime.
+pub struct ManifestReader {
+    store: BlockStore,
+    manifest: Arc<Manifest>,
+    handle: tokio::runtime::Handle,
+    cache: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+}
+
+impl ManifestReader {
+    /// A reader of `manifest`'s bytes in `store`; `handle` runs the store's async reads.
+    pub fn new(store: BlockStore, manifest: Arc<Manifest>, handle: tokio::runtime::Handle) -> Self {
+        Self { store, manifest, handle, cache: Mutex::new(VecDeque::new()) }
+    }
+
+    fn block(&self, index: usize) -> std::io::Result<Option<Arc<Vec<u8>>>> {
+        let Some(Some(digest)) = self.manifest.blocks.get(index) else { return Ok(None) };
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((_, data)) = cache.iter().find(|(i, _)| *i == index) {
+                return Ok(Some(Arc::clone(data)));
+            }
+        }
+        let data = self.handle.block_on(self.store.get(digest)).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let data = Arc::new(data);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= READER_CACHE_BLOCKS {
+                cache.pop_front();
+            }
+            cache.push_back((index, Arc::clone(&data)));
+        }
+        Ok(Some(data))
+    }
+}
+
+impl ReadAt for ManifestReader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let size = self.manifest.virtual_size;
+        if offset >= size {
+            return Ok(0);
+        }
+        let n = usize::try_from((size - offset).min(buf.len() as u64)).unwrap_or(0);
+        let bs = u64::from(self.manifest.block_size);
+        let mut done = 0usize;
+        while done < n {
+            let pos = offset + done as u64;
+            let index = usize::try_from(pos / bs).unwrap_or(usize::MAX);
+            let within = usize::try_from(pos % bs).unwrap_or(0);
+            let take = (usize::try_from(bs).unwrap_or(0) - within).min(n - done);
+            match self.block(index)? {
+                None => buf[done..done + take].fill(0),
+                Some(data) => {
+                    let avail = data.len().saturating_sub(within).min(take);
+                    buf[done..done + avail].copy_from_slice(&data[within..within + avail]);
+                    buf[done + avail..done + take].fill(0);
+                }
+            }
+            done += take;
+        }
+        Ok(n)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.manifest.virtual_size)
+    }
+}
