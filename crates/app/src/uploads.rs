@@ -145,23 +145,22 @@ impl UploadWriter {
         self.next_index += 1;
         let store = self.store.clone();
         self.puts.spawn(async move {
-            let prepared = tokio::task::spawn_blocking(move || {
-                if is_zero(&data) {
-                    None
-                } else {
-                    Some((Digest::of(&data), Bytes::from(block::encode(&data))))
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            match prepared {
-                None => Ok((index, None)),
-                Some((digest, encoded)) => {
-                    let len = encoded.len() as u64;
-                    store.put_encoded(&digest, encoded).await.map_err(|e| e.to_string())?;
-                    Ok((index, Some((digest, len))))
-                }
+            let data = Arc::new(data);
+            let hashed = Arc::clone(&data);
+            let digest = tokio::task::spawn_blocking(move || (!is_zero(&hashed)).then(|| Digest::of(&hashed)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(digest) = digest else { return Ok((index, None)) };
+            // A block the store has needs no compression and no write.
+            if store.contains(&digest).await.map_err(|e| e.to_string())? {
+                return Ok((index, Some((digest, 0))));
             }
+            let encoded = tokio::task::spawn_blocking(move || Bytes::from(block::encode(&data)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let len = encoded.len() as u64;
+            store.put_encoded(&digest, encoded).await.map_err(|e| e.to_string())?;
+            Ok((index, Some((digest, len))))
         });
         Ok(())
     }
