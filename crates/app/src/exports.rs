@@ -9,7 +9,7 @@ use std::sync::Arc;
 use imaged_chunkstore::{BlockStore, Manifest};
 use imaged_diskfmt::Format;
 use imaged_domain::{AccountId, ImageId, ImageKind, ImageState, Region};
-use imaged_metastore::{JobRecord, JobState};
+use imaged_metastore::JobRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_from_raw;
@@ -157,21 +157,14 @@ impl Service {
         let paths = items.iter().map(|(_, n)| n.clone()).collect();
         let params = ExportParams { bucket: req.bucket, format: format.as_str().to_owned(), items };
         let created = now();
-        let job = JobRecord {
-            id: 0,
-            kind: "export".into(),
-            region: region.region.clone(),
-            account: caller,
-            image: None,
-            state: JobState::Queued,
-            progress: 0,
-            params: serde_json::to_string(&params).unwrap_or_default(),
-            result: None,
-            error: None,
-            attempts: 0,
-            created_at: created,
-            updated_at: created,
-        };
+        let job = JobRecord::queued(
+            "export",
+            &region.region,
+            caller,
+            None,
+            serde_json::to_string(&params).unwrap_or_default(),
+            created,
+        );
         let task_id = self.store().insert_job(&job).await.map_err(AppError::from)?;
         self.wake_workers();
         Ok(Some(ExportStarted { task_id, paths }))

@@ -10,7 +10,7 @@ use imaged_diskfmt::{detect_compression, inspect, Compression, Format, Policy};
 use imaged_domain::import::{check_family, check_import_target, ImportRuleError};
 use imaged_domain::rules::{validate_image_description, validate_image_name, NameError};
 use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, Region, ReleaseStatus, Tag};
-use imaged_metastore::{JobRecord, JobState, ManifestRecord, Refused};
+use imaged_metastore::{JobRecord, ManifestRecord, Refused};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_to_raw;
@@ -168,21 +168,14 @@ impl Service {
         };
         let params =
             ImportParams { url: req.url.clone(), format: declared.map(|f| f.as_str().to_owned()), force: req.force };
-        let job = JobRecord {
-            id: 0,
-            kind: "import".into(),
-            region: region.region.clone(),
-            account: caller,
-            image: Some(id.clone()),
-            state: JobState::Queued,
-            progress: 0,
-            params: serde_json::to_string(&params).unwrap_or_default(),
-            result: None,
-            error: None,
-            attempts: 0,
-            created_at: created,
-            updated_at: created,
-        };
+        let job = JobRecord::queued(
+            "import",
+            &region.region,
+            caller,
+            Some(id.clone()),
+            serde_json::to_string(&params).unwrap_or_default(),
+            created,
+        );
         match self.store().insert_image_with_job(&image, quota, &job).await.map_err(AppError::from)? {
             Ok(_) => {
                 self.wake_workers();

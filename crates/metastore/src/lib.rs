@@ -307,6 +307,34 @@ pub struct JobRecord {
     pub updated_at: Timestamp,
 }
 
+impl JobRecord {
+    /// A new queued job (the store assigns its id).
+    pub fn queued(
+        kind: &str,
+        region: &str,
+        account: AccountId,
+        image: Option<ImageId>,
+        params: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: 0,
+            kind: kind.to_owned(),
+            region: region.to_owned(),
+            account,
+            image,
+            state: JobState::Queued,
+            progress: 0,
+            params,
+            result: None,
+            error: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// Durable jobs, claimed with leases so that a crashed worker's job is taken over.
 #[async_trait]
 pub trait JobStore: Send + Sync {

@@ -34,21 +34,7 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
 
 /// A queued import job for `image`.
 pub fn job(kind: &str, region: &str, account: AccountId, image: Option<ImageId>, now: i64) -> JobRecord {
-    JobRecord {
-        id: 0,
-        kind: kind.into(),
-        region: region.into(),
-        account,
-        image,
-        state: JobState::Queued,
-        progress: 0,
-        params: "{}".into(),
-        result: None,
-        error: None,
-        attempts: 0,
-        created_at: Timestamp(now),
-        updated_at: Timestamp(now),
-    }
+    JobRecord::queued(kind, region, account, image, "{}".into(), Timestamp(now))
 }
 
 async fn manifests_count_block_references_and_gc_takes_only_old_unreferenced_blocks<S: MetaStore>(store: &S) {
