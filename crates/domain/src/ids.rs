@@ -1,4 +1,5 @@
-//! Identifiers: image ids (`img-` + 8 lower-case alphanumerics), account ids, API key ids.
+//! Identifiers: image and instance ids (`img-`/`ins-` + 8 lower-case alphanumerics), account
+//! ids, API key ids.
 //!
 //! Generation takes random bytes from the caller so that this crate stays pure.
 
@@ -15,6 +16,9 @@ pub enum IdError {
     /// The image id does not look like `img-` followed by 8 lower-case letters or digits.
     #[error("malformed image id `{0}`")]
     MalformedImageId(String),
+    /// The instance id does not look like `ins-` followed by 8 lower-case letters or digits.
+    #[error("malformed instance id `{0}`")]
+    MalformedInstanceId(String),
     /// The account id is not a positive decimal number.
     #[error("malformed account id `{0}`")]
     MalformedAccountId(String),
@@ -24,57 +28,71 @@ fn pick(alphabet: &[u8], byte: u8) -> char {
     char::from(alphabet[usize::from(byte) % alphabet.len()])
 }
 
-/// An image id such as `img-9qabwvbn`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ImageId(String);
+macro_rules! resource_id {
+    ($(#[$m:meta])* $name:ident, $prefix:literal, $err:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl ImageId {
-    /// The fixed prefix of every image id.
-    pub const PREFIX: &'static str = "img-";
+        impl $name {
+            /// The fixed prefix of every id of this kind.
+            pub const PREFIX: &'static str = $prefix;
 
-    /// Parses and validates an image id.
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = s.len() == 12
-            && s.starts_with(Self::PREFIX)
-            && s[4..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::MalformedImageId(s.to_owned()))
+            /// Parses and validates an id: the prefix and 8 lower-case letters or digits.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                let ok = s.len() == Self::PREFIX.len() + 8
+                    && s.starts_with(Self::PREFIX)
+                    && s[Self::PREFIX.len()..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                if ok {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(IdError::$err(s.to_owned()))
+                }
+            }
+
+            /// Makes a new id from 8 random bytes.
+            pub fn from_random(bytes: [u8; 8]) -> Self {
+                let mut s = String::from(Self::PREFIX);
+                s.extend(bytes.iter().map(|b| pick(ID_ALPHABET, *b)));
+                Self(s)
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    /// Makes a new id from 8 random bytes.
-    pub fn from_random(bytes: [u8; 8]) -> Self {
-        let mut s = String::from(Self::PREFIX);
-        s.extend(bytes.iter().map(|b| pick(ID_ALPHABET, *b)));
-        Self(s)
-    }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
 
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for ImageId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
+resource_id! {
+    /// An image id such as `img-9qabwvbn`.
+    ImageId, "img-", MalformedImageId
 }
 
-impl From<ImageId> for String {
-    fn from(id: ImageId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for ImageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+resource_id! {
+    /// An instance id such as `ins-r8hr2upy`.
+    InstanceId, "ins-", MalformedInstanceId
 }
 
 /// A root account id: a positive decimal number (Tencent's "UIN"), e.g. `100000000001`.
@@ -133,6 +151,16 @@ mod tests {
         for bad in ["img-EB30MZ89", "img-eb30mz8", "img-eb30mz899", "ins-eb30mz89", "", "img-eb30mz8_"] {
             assert!(ImageId::parse(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn instance_ids_have_their_own_prefix() {
+        assert!(InstanceId::parse("ins-r8hr2upy").is_ok());
+        for bad in ["img-r8hr2upy", "ins-R8HR2UPY", "ins-r8hr2up", "ins-"] {
+            assert!(InstanceId::parse(bad).is_err(), "{bad} must be refused");
+        }
+        let id = InstanceId::from_random([3; 8]);
+        assert_eq!(InstanceId::parse(id.as_str()), Ok(id));
     }
 
     #[test]

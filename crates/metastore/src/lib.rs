@@ -1,4 +1,5 @@
-//! The metadata store: small traits over accounts, API keys and images, with a SQLite backend
+//! The metadata store: small traits over accounts, API keys, images, instances, block
+//! references and jobs, with a SQLite backend
 //! (the embedded default, WAL) and a PostgreSQL backend, versioned migrations for each, and one
 //! conformance suite ([`testsuite`]) that every backend runs.
 //!
@@ -11,8 +12,9 @@
 //! Expected conflicts (quota, duplicate names) are values, not errors: `Result<Result<_, Refused>, _>`.
 
 use async_trait::async_trait;
+use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId};
+use imaged_domain::{AccountId, Image, ImageId, InstanceId};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -148,6 +150,10 @@ pub enum Refused {
     DuplicateId,
     /// An account of that name exists.
     DuplicateAccountName,
+    /// An instance has an operation in progress.
+    Busy,
+    /// The image is shared with other accounts.
+    InShared,
 }
 
 /// Accounts.
@@ -196,6 +202,42 @@ pub trait ImageStore: Send + Sync {
     async fn count_custom_images(&self, owner: AccountId, region: &str) -> Result<u64>;
     /// Shares `image` with `account`; false when already shared.
     async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool>;
+    /// The accounts `image` is shared with, with when, oldest first.
+    async fn image_shares(&self, image: &ImageId) -> Result<Vec<(AccountId, Timestamp)>>;
+    /// Replaces a custom image's document if its name stays unique for its owner in its region
+    /// (`DuplicateName` otherwise); checked and written in one step.
+    async fn update_custom_image(&self, image: &Image) -> Result<Result<(), Refused>>;
+    /// In one transaction: deletes an image that is shared with nobody (`InShared` otherwise),
+    /// its manifest and its block references. False when there was no such image.
+    async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>>;
+}
+
+/// Instances.
+#[async_trait]
+pub trait InstanceStore: Send + Sync {
+    /// In one transaction: inserts new instances and queues the job that launches them.
+    async fn insert_instances_with_job(&self, instances: &[Instance], job: &JobRecord) -> Result<u64>;
+    /// The instance with that id.
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
+    /// The instances `owner` has in `region`, oldest first.
+    async fn list_instances(&self, owner: AccountId, region: &str) -> Result<Vec<Instance>>;
+    /// Replaces instances as given (work recording the end of an operation).
+    async fn put_instances(&self, instances: &[Instance]) -> Result<()>;
+    /// In one transaction: stores `instances` (which have begun an operation), each of which
+    /// must have had none in progress (`Busy` otherwise, and nothing is written), and queues
+    /// `job`, which carries the operation out.
+    async fn begin_operation(&self, instances: &[Instance], job: &JobRecord) -> Result<Result<u64, Refused>>;
+    /// In one transaction: inserts a custom image as [`JobStore::insert_image_with_job`] does
+    /// and begins the capture on `instance` as [`InstanceStore::begin_operation`] does.
+    async fn begin_capture(
+        &self,
+        image: &Image,
+        quota: u32,
+        instance: &Instance,
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>>;
+    /// Removes an instance; false when there was none.
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool>;
 }
 
 /// An image's bytes as the metadata store records them: the encoded manifest (opaque here) and
@@ -371,8 +413,8 @@ pub trait JobStore: Send + Sync {
 }
 
 /// Everything the service needs from its metadata store.
-pub trait MetaStore: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore {}
-impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore> MetaStore for T {}
+pub trait MetaStore: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore {}
+impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore> MetaStore for T {}
 
 /// The first account id the stores hand out (Tencent-style 12-digit UINs).
 pub const FIRST_ACCOUNT_ID: u64 = 100_000_000_001;
@@ -385,6 +427,16 @@ pub(crate) fn encode_image(image: &Image) -> Result<String> {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_image(doc: &str) -> Result<Image> {
     serde_json::from_str(doc).map_err(|e| MetaStoreError::Corrupt(format!("image document: {e}")))
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn encode_instance(instance: &Instance) -> Result<String> {
+    serde_json::to_string(instance).map_err(|e| MetaStoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn decode_instance(doc: &str) -> Result<Instance> {
+    serde_json::from_str(doc).map_err(|e| MetaStoreError::Corrupt(format!("instance document: {e}")))
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -8,12 +8,13 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
 use crate::{
-    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, BlockRefStore,
-    ImageStore, JobRecord, JobState, JobStore, KeyRecord, KeyStatus, KeyStore, ManifestRecord, MetaStoreError, Refused,
-    Result, Role, VisibleImage,
+    account_from_column, decode_image, decode_instance, encode_image, encode_instance, owner_column, AccountRecord,
+    AccountStore, BlockRefStore, ImageStore, InstanceStore, JobRecord, JobState, JobStore, KeyRecord, KeyStatus,
+    KeyStore, ManifestRecord, MetaStoreError, Refused, Result, Role, VisibleImage,
 };
+use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId};
+use imaged_domain::{AccountId, Image, ImageId, InstanceId};
 
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -93,6 +94,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
         updated_at BIGINT NOT NULL
     );
     CREATE INDEX jobs_by_state ON jobs(state, id);",
+    ),
+    (
+        3,
+        "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        owner_id BIGINT NOT NULL REFERENCES accounts(id),
+        region TEXT NOT NULL,
+        busy BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX instances_by_owner_region ON instances(owner_id, region, created_at);",
     ),
 ];
 
@@ -324,6 +337,68 @@ async fn insert_job_row<C: tokio_postgres::GenericClient>(client: &C, job: &JobR
     Ok(row.get::<_, i64>(0).unsigned_abs())
 }
 
+/// Removes an image's manifest and its block references inside the caller's transaction.
+async fn detach_manifest_tx(tx: &tokio_postgres::Transaction<'_>, image: &ImageId) -> Result<bool> {
+    let row = tx
+        .query_opt(
+            &format!("DELETE FROM image_manifests WHERE image_id = $1 RETURNING {MANIFEST_COLUMNS}"),
+            &[&image.as_str()],
+        )
+        .await
+        .map_err(db_err)?;
+    let Some(m) = row.map(|r| to_manifest(&r)).transpose()? else { return Ok(false) };
+    tx.execute(
+        "UPDATE blocks SET refs = refs - 1, touched_at = EXTRACT(EPOCH FROM now())::BIGINT
+         WHERE region = $1 AND digest = ANY($2::TEXT[])",
+        &[&m.region, &m.blocks],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(true)
+}
+
+const PUT_INSTANCE: &str = "INSERT INTO instances (id, owner_id, region, busy, created_at, doc)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, doc = excluded.doc";
+
+async fn put_instance<C: tokio_postgres::GenericClient>(client: &C, instance: &Instance) -> Result<()> {
+    let doc = encode_instance(instance)?;
+    client
+        .execute(
+            PUT_INSTANCE,
+            &[
+                &instance.id.as_str(),
+                &(instance.owner.0 as i64),
+                &instance.region,
+                &instance.busy(),
+                &instance.created_at.0,
+                &doc,
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(db_err)
+}
+
+/// Stores instances that begin an operation, each only if it had none in progress (the row
+/// lock of the update makes a concurrent begin wait, then find it busy).
+async fn begin_tx(tx: &tokio_postgres::Transaction<'_>, instances: &[Instance]) -> Result<Result<(), Refused>> {
+    for instance in instances {
+        let doc = encode_instance(instance)?;
+        let n = tx
+            .execute(
+                "UPDATE instances SET busy = true, doc = $2 WHERE id = $1 AND NOT busy",
+                &[&instance.id.as_str(), &doc],
+            )
+            .await
+            .map_err(db_err)?;
+        if n != 1 {
+            return Ok(Err(Refused::Busy));
+        }
+    }
+    Ok(Ok(()))
+}
+
 #[async_trait]
 impl BlockRefStore for PostgresStore {
     async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()> {
@@ -390,23 +465,9 @@ impl BlockRefStore for PostgresStore {
     async fn detach_manifest(&self, image: &ImageId) -> Result<bool> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
-        let row = tx
-            .query_opt(
-                &format!("DELETE FROM image_manifests WHERE image_id = $1 RETURNING {MANIFEST_COLUMNS}"),
-                &[&image.as_str()],
-            )
-            .await
-            .map_err(db_err)?;
-        let Some(m) = row.map(|r| to_manifest(&r)).transpose()? else { return Ok(false) };
-        tx.execute(
-            "UPDATE blocks SET refs = refs - 1, touched_at = EXTRACT(EPOCH FROM now())::BIGINT
-             WHERE region = $1 AND digest = ANY($2::TEXT[])",
-            &[&m.region, &m.blocks],
-        )
-        .await
-        .map_err(db_err)?;
+        let detached = detach_manifest_tx(&tx, image).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(true)
+        Ok(detached)
     }
 
     async fn collect_unreferenced(&self, region: &str, cutoff: Timestamp) -> Result<Vec<String>> {
@@ -704,6 +765,144 @@ impl ImageStore for PostgresStore {
         .await
         .map(|n| n == 1)
         .map_err(db_err)
+    }
+
+    async fn image_shares(&self, image: &ImageId) -> Result<Vec<(AccountId, Timestamp)>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT account_id, created_at FROM image_shares WHERE image_id = $1 ORDER BY created_at, account_id",
+                &[&image.as_str()],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| (account_from_column(r.get(0)), Timestamp(r.get(1)))).collect())
+    }
+
+    async fn update_custom_image(&self, image: &Image) -> Result<Result<(), Refused>> {
+        let Some(owner) = owner_column(image) else {
+            return Err(MetaStoreError::Backend("a custom image needs an owner".into()));
+        };
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&owner]).await.map_err(db_err)?;
+        let taken: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM images WHERE owner_id = $1 AND region = $2 AND name = $3 AND id <> $4)",
+                &[&owner, &image.region, &image.name, &image.id.as_str()],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0);
+        if taken {
+            return Ok(Err(Refused::DuplicateName));
+        }
+        put_image(&tx, image).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        let exists =
+            tx.query_opt("SELECT 1 FROM images WHERE id = $1 FOR UPDATE", &[&id.as_str()]).await.map_err(db_err)?;
+        if exists.is_none() {
+            return Ok(Ok(false));
+        }
+        let shared: bool = tx
+            .query_one("SELECT EXISTS (SELECT 1 FROM image_shares WHERE image_id = $1)", &[&id.as_str()])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        if shared {
+            return Ok(Err(Refused::InShared));
+        }
+        detach_manifest_tx(&tx, id).await?;
+        tx.execute("DELETE FROM images WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(true))
+    }
+}
+
+#[async_trait]
+impl InstanceStore for PostgresStore {
+    async fn insert_instances_with_job(&self, instances: &[Instance], job: &JobRecord) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        for instance in instances {
+            put_instance(&tx, instance).await?;
+        }
+        let id = insert_job_row(&tx, job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(id)
+    }
+
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
+        let conn = self.conn().await?;
+        conn.query_opt("SELECT doc FROM instances WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(db_err)?
+            .map(|r| decode_instance(r.get(0)))
+            .transpose()
+    }
+
+    async fn list_instances(&self, owner: AccountId, region: &str) -> Result<Vec<Instance>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                "SELECT doc FROM instances WHERE owner_id = $1 AND region = $2 ORDER BY created_at, id",
+                &[&(owner.0 as i64), &region],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| decode_instance(r.get(0))).collect()
+    }
+
+    async fn put_instances(&self, instances: &[Instance]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        for instance in instances {
+            put_instance(&tx, instance).await?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn begin_operation(&self, instances: &[Instance], job: &JobRecord) -> Result<Result<u64, Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        if let Err(refused) = begin_tx(&tx, instances).await? {
+            return Ok(Err(refused));
+        }
+        let id = insert_job_row(&tx, job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(id))
+    }
+
+    async fn begin_capture(
+        &self,
+        image: &Image,
+        quota: u32,
+        instance: &Instance,
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        if let Err(refused) = check_custom_insert(&tx, image, quota).await? {
+            return Ok(Err(refused));
+        }
+        if let Err(refused) = begin_tx(&tx, std::slice::from_ref(instance)).await? {
+            return Ok(Err(refused));
+        }
+        put_image(&tx, image).await?;
+        let id = insert_job_row(&tx, job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(id))
+    }
+
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map(|n| n == 1).map_err(db_err)
     }
 }
 

@@ -9,12 +9,13 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::Semaphore;
 
 use crate::{
-    account_from_column, decode_image, encode_image, owner_column, AccountRecord, AccountStore, BlockRefStore,
-    ImageStore, JobRecord, JobState, JobStore, KeyRecord, KeyStatus, KeyStore, ManifestRecord, MetaStoreError, Refused,
-    Result, Role, VisibleImage, FIRST_ACCOUNT_ID,
+    account_from_column, decode_image, decode_instance, encode_image, encode_instance, owner_column, AccountRecord,
+    AccountStore, BlockRefStore, ImageStore, InstanceStore, JobRecord, JobState, JobStore, KeyRecord, KeyStatus,
+    KeyStore, ManifestRecord, MetaStoreError, Refused, Result, Role, VisibleImage, FIRST_ACCOUNT_ID,
 };
+use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId};
+use imaged_domain::{AccountId, Image, ImageId, InstanceId};
 
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -93,6 +94,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX jobs_by_state ON jobs(state, id);",
+    ),
+    (
+        3,
+        "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        owner_id INTEGER NOT NULL REFERENCES accounts(id),
+        region TEXT NOT NULL,
+        busy INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX instances_by_owner_region ON instances(owner_id, region, created_at);",
     ),
 ];
 
@@ -349,6 +362,61 @@ fn to_manifest(row: ManifestRow) -> Result<ManifestRecord> {
 
 const MANIFEST_COLUMNS: &str = "image_id, region, manifest, blocks, source_format, virtual_size";
 
+/// Removes an image's manifest and its block references inside the caller's transaction.
+fn detach_manifest_tx(tx: &Connection, image: &ImageId) -> Result<bool> {
+    let row = tx
+        .query_row(
+            &format!("SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE image_id = ?1"),
+            params![image.as_str()],
+            manifest_row,
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some(m) = row.map(to_manifest).transpose()? else { return Ok(false) };
+    tx.execute("DELETE FROM image_manifests WHERE image_id = ?1", params![image.as_str()]).map_err(db_err)?;
+    let mut st = tx
+        .prepare_cached(
+            "UPDATE blocks SET refs = refs - 1, touched_at = strftime('%s','now') WHERE region = ?1 AND digest = ?2",
+        )
+        .map_err(db_err)?;
+    for digest in &m.blocks {
+        st.execute(params![m.region, digest]).map_err(db_err)?;
+    }
+    Ok(true)
+}
+
+fn put_instance(conn: &Connection, instance: &Instance) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO instances (id, owner_id, region, busy, created_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, doc = excluded.doc",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            instance.id.as_str(),
+            instance.owner.0 as i64,
+            instance.region,
+            instance.busy(),
+            instance.created_at.0,
+            encode_instance(instance).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        ])
+    })
+    .map(|_| ())
+    .map_err(db_err)
+}
+
+/// Stores instances that begin an operation, each only if it had none in progress.
+fn begin_tx(tx: &Connection, instances: &[Instance]) -> Result<Result<(), Refused>> {
+    let mut st =
+        tx.prepare_cached("UPDATE instances SET busy = 1, doc = ?2 WHERE id = ?1 AND busy = 0").map_err(db_err)?;
+    for instance in instances {
+        let doc = encode_instance(instance)?;
+        if st.execute(params![instance.id.as_str(), doc]).map_err(db_err)? != 1 {
+            return Ok(Err(Refused::Busy));
+        }
+    }
+    Ok(Ok(()))
+}
+
 #[async_trait]
 impl BlockRefStore for SqliteStore {
     async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()> {
@@ -436,30 +504,9 @@ impl BlockRefStore for SqliteStore {
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                let row = tx
-                    .query_row(
-                        &format!("SELECT {MANIFEST_COLUMNS} FROM image_manifests WHERE image_id = ?1"),
-                        params![image.as_str()],
-                        manifest_row,
-                    )
-                    .optional()
-                    .map_err(db_err)?;
-                let Some(m) = row.map(to_manifest).transpose()? else { return Ok(false) };
-                tx.execute("DELETE FROM image_manifests WHERE image_id = ?1", params![image.as_str()])
-                    .map_err(db_err)?;
-                {
-                    let mut st = tx
-                        .prepare_cached(
-                            "UPDATE blocks SET refs = refs - 1, touched_at = strftime('%s','now')
-                             WHERE region = ?1 AND digest = ?2",
-                        )
-                        .map_err(db_err)?;
-                    for digest in &m.blocks {
-                        st.execute(params![m.region, digest]).map_err(db_err)?;
-                    }
-                }
+                let detached = detach_manifest_tx(&tx, &image)?;
                 tx.commit().map_err(db_err)?;
-                Ok(true)
+                Ok(detached)
             })
             .await
     }
@@ -867,6 +914,180 @@ impl ImageStore for SqliteStore {
                 )
                 .map(|n| n == 1)
                 .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn image_shares(&self, image: &ImageId) -> Result<Vec<(AccountId, Timestamp)>> {
+        let image = image.clone();
+        self.readers
+            .run(move |conn| {
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT account_id, created_at FROM image_shares WHERE image_id = ?1
+                         ORDER BY created_at, account_id",
+                    )
+                    .map_err(db_err)?;
+                let rows = st
+                    .query_map(params![image.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                    .map_err(db_err)?;
+                rows.map(|r| r.map(|(a, t)| (account_from_column(a), Timestamp(t))).map_err(db_err)).collect()
+            })
+            .await
+    }
+
+    async fn update_custom_image(&self, image: &Image) -> Result<Result<(), Refused>> {
+        let image = image.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let taken: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM images WHERE owner_id = ?1 AND region = ?2 AND name = ?3
+                           AND id <> ?4)",
+                        params![owner_column(&image), image.region, image.name, image.id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                if taken {
+                    return Ok(Err(Refused::DuplicateName));
+                }
+                put_image(&tx, &image)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>> {
+        let id = id.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let shared: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM image_shares WHERE image_id = ?1)",
+                        params![id.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                if shared {
+                    return Ok(Err(Refused::InShared));
+                }
+                detach_manifest_tx(&tx, &id)?;
+                let deleted = tx.execute("DELETE FROM images WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(deleted == 1))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl InstanceStore for SqliteStore {
+    async fn insert_instances_with_job(&self, instances: &[Instance], job: &JobRecord) -> Result<u64> {
+        let (instances, job) = (instances.to_vec(), job.clone());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                for instance in &instances {
+                    put_instance(&tx, instance)?;
+                }
+                let id = insert_job_row(&tx, &job)?;
+                tx.commit().map_err(db_err)?;
+                Ok(id)
+            })
+            .await
+    }
+
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
+        let id = id.clone();
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached("SELECT doc FROM instances WHERE id = ?1")
+                    .and_then(|mut st| st.query_row(params![id.as_str()], |r| r.get::<_, String>(0)).optional())
+                    .map_err(db_err)?
+                    .map(|doc| decode_instance(&doc))
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn list_instances(&self, owner: AccountId, region: &str) -> Result<Vec<Instance>> {
+        let region = region.to_owned();
+        self.readers
+            .run(move |conn| {
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT doc FROM instances WHERE owner_id = ?1 AND region = ?2 ORDER BY created_at, id",
+                    )
+                    .map_err(db_err)?;
+                let rows = st.query_map(params![owner.0 as i64, region], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                rows.map(|r| decode_instance(&r.map_err(db_err)?)).collect()
+            })
+            .await
+    }
+
+    async fn put_instances(&self, instances: &[Instance]) -> Result<()> {
+        let instances = instances.to_vec();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                for instance in &instances {
+                    put_instance(&tx, instance)?;
+                }
+                tx.commit().map_err(db_err)
+            })
+            .await
+    }
+
+    async fn begin_operation(&self, instances: &[Instance], job: &JobRecord) -> Result<Result<u64, Refused>> {
+        let (instances, job) = (instances.to_vec(), job.clone());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if let Err(refused) = begin_tx(&tx, &instances)? {
+                    return Ok(Err(refused));
+                }
+                let id = insert_job_row(&tx, &job)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(id))
+            })
+            .await
+    }
+
+    async fn begin_capture(
+        &self,
+        image: &Image,
+        quota: u32,
+        instance: &Instance,
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>> {
+        let (image, instance, job) = (image.clone(), instance.clone(), job.clone());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if let Err(refused) = check_custom_insert(&tx, &image, quota)? {
+                    return Ok(Err(refused));
+                }
+                if let Err(refused) = begin_tx(&tx, std::slice::from_ref(&instance))? {
+                    return Ok(Err(refused));
+                }
+                put_image(&tx, &image)?;
+                let id = insert_job_row(&tx, &job)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(id))
+            })
+            .await
+    }
+
+    async fn delete_instance(&self, id: &InstanceId) -> Result<bool> {
+        let id = id.clone();
+        self.writer
+            .run(move |conn| {
+                conn.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()])
+                    .map(|n| n == 1)
+                    .map_err(db_err)
             })
             .await
     }

@@ -3,8 +3,9 @@
 //! Each backend's tests call [`run`] on a fresh, empty store.
 
 use imaged_domain::catalog;
+use imaged_domain::instance::{Instance, InstanceOp, InstanceState};
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, Tag};
+use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, InstanceId, Tag};
 
 use crate::{JobRecord, JobState, KeyRecord, KeyStatus, ManifestRecord, MetaStore, Refused, Role};
 
@@ -30,6 +31,155 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     quota_and_name_uniqueness_hold_under_concurrency(store.clone()).await;
     manifests_count_block_references_and_gc_takes_only_old_unreferenced_blocks(store).await;
     jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_lease_expiry(store).await;
+    images_are_renamed_uniquely_and_deleted_only_when_not_shared(store).await;
+    instances_are_listed_per_owner_and_region_and_take_one_operation_at_a_time(store.clone()).await;
+}
+
+/// An instance of `owner` in `region`, launched from `image`.
+pub fn instance(owner: AccountId, region: &str, image: &ImageId, seed: u8, created: i64) -> Instance {
+    Instance {
+        id: InstanceId::from_random([seed, 9, 8, 7, 6, 5, 4, seed.wrapping_mul(3)]),
+        owner,
+        region: region.to_owned(),
+        zone: format!("{region}-1"),
+        name: format!("vm-{seed}"),
+        instance_type: "S5.MEDIUM2".into(),
+        image_id: image.clone(),
+        os_name: "TencentOS Server 3.1".into(),
+        state: InstanceState::Pending,
+        latest_operation: None,
+        latest_operation_state: None,
+        latest_operation_request_id: None,
+        latest_operation_error: None,
+        created_at: Timestamp(created),
+        system_disk_gib: 50,
+        host_name: format!("vm-{seed}"),
+        tags: Vec::new(),
+        disk_base: None,
+    }
+}
+
+async fn images_are_renamed_uniquely_and_deleted_only_when_not_shared<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "lifecycle-owner").await;
+    let friend = new_account(store, "lifecycle-friend").await;
+    let region = "ap-singapore";
+    let a = custom_image(owner, region, "alpha", 51);
+    let b = custom_image(owner, region, "beta", 52);
+    for img in [&a, &b] {
+        store.insert_custom_image(img, 10).await.expect("db").expect("inserted");
+    }
+    let mut renamed = a.clone();
+    renamed.name = "beta".into();
+    assert_eq!(store.update_custom_image(&renamed).await.expect("db"), Err(Refused::DuplicateName));
+    renamed.name = "gamma".into();
+    renamed.deprecated = true;
+    assert_eq!(store.update_custom_image(&renamed).await.expect("db"), Ok(()));
+    assert_eq!(store.get_image(&a.id).await.expect("db"), Some(renamed.clone()));
+    assert_eq!(store.update_custom_image(&renamed).await.expect("db"), Ok(()), "keeping one's own name is fine");
+
+    let digest = "dd".repeat(32);
+    store.touch_blocks(region, &[(digest.clone(), 10)], Timestamp(1)).await.expect("touch");
+    let record = ManifestRecord {
+        image: b.id.clone(),
+        region: region.into(),
+        manifest: vec![9],
+        blocks: vec![digest.clone()],
+        source_format: "raw".into(),
+        virtual_size: 1 << 20,
+    };
+    store.attach_manifest(&b, &record).await.expect("attach");
+    assert!(store.add_share(&b.id, friend, Timestamp(30)).await.expect("share"));
+    assert_eq!(store.image_shares(&b.id).await.expect("db"), [(friend, Timestamp(30))]);
+    assert_eq!(store.delete_image(&b.id).await.expect("db"), Err(Refused::InShared));
+    assert_eq!(store.block_refs(region, &digest).await.expect("refs"), 1, "a refused delete keeps the references");
+    assert!(store.get_image(&b.id).await.expect("db").is_some());
+
+    assert_eq!(store.delete_image(&a.id).await.expect("db"), Ok(true));
+    assert_eq!(store.delete_image(&a.id).await.expect("db"), Ok(false));
+    assert_eq!(store.get_image(&a.id).await.expect("db"), None);
+    assert_eq!(store.count_custom_images(owner, region).await.expect("db"), 1, "deleting frees quota");
+    assert!(store.image_shares(&a.id).await.expect("db").is_empty());
+}
+
+async fn instances_are_listed_per_owner_and_region_and_take_one_operation_at_a_time<S: MetaStore + Clone + 'static>(
+    store: S,
+) {
+    let owner = new_account(&store, "instance-owner").await;
+    let other = new_account(&store, "instance-other").await;
+    let region = "ap-tokyo";
+    let image = ImageId::parse("img-eb30mz89").expect("id");
+    let batch: Vec<Instance> = (0..3).map(|n| instance(owner, region, &image, 60 + n, 100 + i64::from(n))).collect();
+    let launch = job("launch", region, owner, None, 100);
+    let job_id = store.insert_instances_with_job(&batch, &launch).await.expect("insert");
+    assert_eq!(store.get_job(job_id).await.expect("db").map(|j| j.kind), Some("launch".into()));
+    store
+        .insert_instances_with_job(&[instance(other, region, &image, 70, 50)], &job("launch", region, other, None, 50))
+        .await
+        .expect("insert");
+    store
+        .insert_instances_with_job(
+            &[instance(owner, "ap-seoul", &image, 71, 50)],
+            &job("launch", region, owner, None, 50),
+        )
+        .await
+        .expect("insert");
+    let listed: Vec<InstanceId> =
+        store.list_instances(owner, region).await.expect("db").into_iter().map(|i| i.id).collect();
+    assert_eq!(listed, batch.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), "own instances there, oldest first");
+
+    let mut running = batch[0].clone();
+    running.state = InstanceState::Running;
+    store.put_instances(std::slice::from_ref(&running)).await.expect("put");
+    assert_eq!(store.get_instance(&running.id).await.expect("db"), Some(running.clone()));
+
+    // Ten concurrent stops of one instance: exactly one begins.
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let (store, mut stopping) = (store.clone(), running.clone());
+        tasks.push(tokio::spawn(async move {
+            stopping.begin(InstanceOp::Stop, &format!("req-{n}"));
+            store.begin_operation(&[stopping], &job("instance", "ap-tokyo", owner, None, 200)).await.expect("db")
+        }));
+    }
+    let mut begun = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => begun += 1,
+            Err(refused) => assert_eq!(refused, Refused::Busy),
+        }
+    }
+    assert_eq!(begun, 1);
+    let stored = store.get_instance(&running.id).await.expect("db").expect("instance");
+    assert!(stored.busy());
+    assert_eq!(stored.state, InstanceState::Stopping);
+
+    // A capture on a busy instance inserts no image; on an idle one, the image and the job.
+    let img = custom_image(owner, region, "captured", 72);
+    let mut capturing = stored.clone();
+    capturing.begin(InstanceOp::CreateImage, "req-c");
+    let capture = job("capture", region, owner, Some(img.id.clone()), 300);
+    assert_eq!(store.begin_capture(&img, 10, &capturing, &capture).await.expect("db"), Err(Refused::Busy));
+    assert_eq!(store.get_image(&img.id).await.expect("db"), None, "nothing is written when refused");
+    let mut stopped = stored.clone();
+    stopped.end(InstanceState::Stopped, None);
+    store.put_instances(std::slice::from_ref(&stopped)).await.expect("put");
+    let mut capturing = stopped.clone();
+    capturing.begin(InstanceOp::CreateImage, "req-c2");
+    assert!(store.begin_capture(&img, 10, &capturing, &capture).await.expect("db").is_ok());
+    assert!(store.get_image(&img.id).await.expect("db").is_some());
+    assert!(store.get_instance(&stopped.id).await.expect("db").is_some_and(|i| i.busy()));
+    let full = custom_image(owner, region, "over-quota", 73);
+    let mut idle = batch[1].clone();
+    idle.begin(InstanceOp::CreateImage, "req-q");
+    assert_eq!(store.begin_capture(&full, 0, &idle, &capture).await.expect("db"), Err(Refused::QuotaExceeded));
+    assert!(
+        !store.get_instance(&idle.id).await.expect("db").is_some_and(|i| i.busy()),
+        "a refused capture begins nothing"
+    );
+
+    assert!(store.delete_instance(&batch[2].id).await.expect("db"));
+    assert!(!store.delete_instance(&batch[2].id).await.expect("db"));
+    assert_eq!(store.list_instances(owner, region).await.expect("db").len(), 2);
 }
 
 /// A queued import job for `image`.

@@ -1,0 +1,368 @@
+//! Instances: machines launched from an image in a zone, their states and asynchronous
+//! operations (`LatestOperation`, `LatestOperationState`), and the rules for launching,
+//! operating on and capturing them.
+//!
+//! Every mutating instance action is asynchronous, as in the reference: it moves the instance
+//! into a transitional state with its operation `OPERATING`, and the work ends it in the final
+//! state with `SUCCESS` or `FAILED`. An instance with an operation in progress takes no other.
+
+use crate::ids::{AccountId, ImageId, InstanceId};
+use crate::image::Tag;
+use crate::time::Timestamp;
+
+/// Instances one `RunInstances` call may create (the bound; Tencent allows 500).
+pub const MAX_INSTANCE_COUNT: u32 = 100;
+/// Instance ids one batch action may name.
+pub const MAX_BATCH_IDS: usize = 100;
+/// Longest instance name, in characters (`InvalidInstanceName.TooLong` says 60).
+pub const MAX_INSTANCE_NAME_CHARS: usize = 60;
+/// The name of an instance launched without one ("Unnamed").
+pub const DEFAULT_INSTANCE_NAME: &str = "未命名";
+/// Default system disk size, GiB.
+pub const DEFAULT_SYSTEM_DISK_GIB: u64 = 50;
+/// Largest system disk, GiB.
+pub const MAX_SYSTEM_DISK_GIB: u64 = 2048;
+/// Instance type used when none is given.
+pub const DEFAULT_INSTANCE_TYPE: &str = "S5.MEDIUM2";
+
+wire_enum! {
+    /// `InstanceState`.
+    InstanceState {
+        /// Being created: its disk is being made.
+        Pending = "PENDING",
+        /// Creation failed; `LatestOperationErrorMsg` says why.
+        LaunchFailed = "LAUNCH_FAILED",
+        /// Running.
+        Running = "RUNNING",
+        /// Stopped.
+        Stopped = "STOPPED",
+        /// Starting.
+        Starting = "STARTING",
+        /// Stopping.
+        Stopping = "STOPPING",
+        /// Rebooting.
+        Rebooting = "REBOOTING",
+        /// Isolated, waiting to be destroyed (prepaid instances; not used by pay-as-you-go).
+        Shutdown = "SHUTDOWN",
+        /// Being destroyed.
+        Terminating = "TERMINATING",
+    }
+}
+
+wire_enum! {
+    /// `LatestOperationState`.
+    OperationState {
+        /// In progress.
+        Operating = "OPERATING",
+        /// Done.
+        Success = "SUCCESS",
+        /// Failed; `LatestOperationErrorMsg` says why.
+        Failed = "FAILED",
+    }
+}
+
+wire_enum! {
+    /// The asynchronous operations an instance records as `LatestOperation`.
+    InstanceOp {
+        /// Launch.
+        Run = "RunInstances",
+        /// Start a stopped instance.
+        Start = "StartInstances",
+        /// Stop a running instance.
+        Stop = "StopInstances",
+        /// Reboot a running instance.
+        Reboot = "RebootInstances",
+        /// Reinstall the system disk from an image.
+        Reset = "ResetInstance",
+        /// Destroy.
+        Terminate = "TerminateInstances",
+        /// Capture a custom image (with `ForcePoweroff`, the instance is stopped first).
+        CreateImage = "CreateImage",
+    }
+}
+
+/// A machine launched from an image, as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Instance {
+    /// The id.
+    pub id: InstanceId,
+    /// The owning account.
+    pub owner: AccountId,
+    /// Region.
+    pub region: String,
+    /// Zone within the region.
+    pub zone: String,
+    /// Display name.
+    pub name: String,
+    /// Instance type, e.g. `S5.MEDIUM2`.
+    pub instance_type: String,
+    /// The image the system disk was made from (last reset included).
+    pub image_id: ImageId,
+    /// OS name of that image.
+    pub os_name: String,
+    /// State.
+    pub state: InstanceState,
+    /// The latest asynchronous operation.
+    pub latest_operation: Option<InstanceOp>,
+    /// Its state.
+    pub latest_operation_state: Option<OperationState>,
+    /// The request that started it.
+    pub latest_operation_request_id: Option<String>,
+    /// Why it failed.
+    pub latest_operation_error: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// System disk size, GiB (at least the image's size).
+    pub system_disk_gib: u64,
+    /// Host name.
+    pub host_name: String,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// The content key of the base the system disk's overlay sits on, once the disk exists.
+    pub disk_base: Option<String>,
+}
+
+impl Instance {
+    /// Whether an operation is in progress.
+    pub fn busy(&self) -> bool {
+        self.latest_operation_state == Some(OperationState::Operating)
+    }
+
+    /// Records the start of `op` (requested by `request_id`), moving to its transitional state.
+    pub fn begin(&mut self, op: InstanceOp, request_id: &str) {
+        if let Some(next) = transitional_state(op) {
+            self.state = next;
+        }
+        self.latest_operation = Some(op);
+        self.latest_operation_state = Some(OperationState::Operating);
+        self.latest_operation_request_id = Some(request_id.to_owned());
+        self.latest_operation_error = None;
+    }
+
+    /// Records the end of the current operation: success moves to `state`; failure keeps
+    /// `state` too (the caller decides what the instance is left as) and records why.
+    pub fn end(&mut self, state: InstanceState, error: Option<String>) {
+        self.state = state;
+        self.latest_operation_state =
+            Some(if error.is_some() { OperationState::Failed } else { OperationState::Success });
+        self.latest_operation_error = error;
+    }
+}
+
+/// Why an operation on an instance is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstanceRuleError {
+    /// The instance's state does not allow the operation.
+    #[error("the instance is {0} and cannot do that")]
+    State(InstanceState),
+    /// Another operation is in progress.
+    #[error("another operation is in progress on the instance")]
+    Busy,
+    /// `InstanceCount` out of range.
+    #[error("InstanceCount must be between 1 and {MAX_INSTANCE_COUNT}")]
+    Count,
+    /// The name is too long (after expanding its pattern).
+    #[error("the instance name is longer than {MAX_INSTANCE_NAME_CHARS} characters")]
+    NameTooLong,
+    /// A malformed `{R:x}` / `{R:x,F:y}` pattern.
+    #[error("malformed name pattern in `{0}`")]
+    NamePattern(String),
+    /// A system disk smaller than the image or over the limit.
+    #[error("the system disk must be between {min} and {MAX_SYSTEM_DISK_GIB} GiB")]
+    DiskSize {
+        /// Smallest allowed size (the image's).
+        min: u64,
+    },
+}
+
+/// The transitional state an operation moves the instance to (`None`: it keeps its state).
+pub fn transitional_state(op: InstanceOp) -> Option<InstanceState> {
+    match op {
+        InstanceOp::Run => Some(InstanceState::Pending),
+        InstanceOp::Start => Some(InstanceState::Starting),
+        InstanceOp::Stop => Some(InstanceState::Stopping),
+        InstanceOp::Reboot => Some(InstanceState::Rebooting),
+        InstanceOp::Terminate => Some(InstanceState::Terminating),
+        InstanceOp::Reset | InstanceOp::CreateImage => None,
+    }
+}
+
+/// The state a successful operation leaves the instance in, from the state it started in.
+pub fn final_state(op: InstanceOp, started_in: InstanceState) -> InstanceState {
+    match op {
+        InstanceOp::Run | InstanceOp::Start | InstanceOp::Reboot | InstanceOp::Reset => InstanceState::Running,
+        InstanceOp::Stop => InstanceState::Stopped,
+        InstanceOp::Terminate => InstanceState::Terminating,
+        InstanceOp::CreateImage => started_in,
+    }
+}
+
+/// Whether `op` may start on `instance` now.
+///
+/// Start only from STOPPED; stop and reboot only from RUNNING; reset and capture from RUNNING
+/// or STOPPED; terminate from RUNNING, STOPPED or LAUNCH_FAILED. Never while busy.
+pub fn check_operation(instance: &Instance, op: InstanceOp) -> Result<(), InstanceRuleError> {
+    use InstanceState::*;
+    if instance.busy() {
+        return Err(InstanceRuleError::Busy);
+    }
+    let allowed = match op {
+        InstanceOp::Run => false,
+        InstanceOp::Start => instance.state == Stopped,
+        InstanceOp::Stop | InstanceOp::Reboot => instance.state == Running,
+        InstanceOp::Reset | InstanceOp::CreateImage => matches!(instance.state, Running | Stopped),
+        InstanceOp::Terminate => matches!(instance.state, Running | Stopped | LaunchFailed),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(InstanceRuleError::State(instance.state))
+    }
+}
+
+/// Checks `InstanceCount` (default 1).
+pub fn check_instance_count(count: Option<u64>) -> Result<u32, InstanceRuleError> {
+    match count.unwrap_or(1) {
+        n @ 1..=100 => Ok(u32::try_from(n).unwrap_or(1)),
+        _ => Err(InstanceRuleError::Count),
+    }
+}
+
+/// Checks a system disk size against the image's size.
+pub fn check_system_disk(size_gib: Option<u64>, image_gib: u64) -> Result<u64, InstanceRuleError> {
+    let min = image_gib.max(1);
+    let size = size_gib.unwrap_or(DEFAULT_SYSTEM_DISK_GIB.max(min));
+    if size < min || size > MAX_SYSTEM_DISK_GIB {
+        return Err(InstanceRuleError::DiskSize { min });
+    }
+    Ok(size)
+}
+
+/// The names of a batch of `count` instances from `InstanceName`.
+///
+/// `{R:x}` becomes a sequence number starting at x, `{R:x,F:y}` the same zero-padded to y
+/// digits; without a pattern, a batch of more than one gets the suffixes 1..=count. No name
+/// gives "未命名" (Unnamed).
+pub fn batch_names(name: Option<&str>, count: u32) -> Result<Vec<String>, InstanceRuleError> {
+    let name = name.filter(|n| !n.is_empty()).unwrap_or(DEFAULT_INSTANCE_NAME);
+    let names: Vec<String> = match name.find("{R:") {
+        Some(start) => {
+            let end = name[start..].find('}').map(|e| start + e).ok_or_else(|| bad_pattern(name))?;
+            let spec = &name[start + 3..end];
+            let (first, width) = match spec.split_once(",F:") {
+                Some((first, width)) => (first, width.parse::<usize>().map_err(|_| bad_pattern(name))?),
+                None => (spec, 0),
+            };
+            let first: u64 = first.parse().map_err(|_| bad_pattern(name))?;
+            (0..u64::from(count))
+                .map(|i| format!("{}{:0width$}{}", &name[..start], first + i, &name[end + 1..]))
+                .collect()
+        }
+        None if count > 1 => (1..=count).map(|i| format!("{name}{i}")).collect(),
+        None => vec![name.to_owned()],
+    };
+    if names.iter().any(|n| n.chars().count() > MAX_INSTANCE_NAME_CHARS) {
+        return Err(InstanceRuleError::NameTooLong);
+    }
+    Ok(names)
+}
+
+fn bad_pattern(name: &str) -> InstanceRuleError {
+    InstanceRuleError::NamePattern(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(state: InstanceState) -> Instance {
+        Instance {
+            id: InstanceId::from_random([1; 8]),
+            owner: AccountId(100_000_000_001),
+            region: "ap-guangzhou".into(),
+            zone: "ap-guangzhou-3".into(),
+            name: "web".into(),
+            instance_type: DEFAULT_INSTANCE_TYPE.into(),
+            image_id: ImageId::from_random([2; 8]),
+            os_name: "TencentOS Server 3.1".into(),
+            state,
+            latest_operation: None,
+            latest_operation_state: None,
+            latest_operation_request_id: None,
+            latest_operation_error: None,
+            created_at: Timestamp(0),
+            system_disk_gib: 50,
+            host_name: "web".into(),
+            tags: Vec::new(),
+            disk_base: None,
+        }
+    }
+
+    #[test]
+    fn each_operation_starts_only_from_the_states_the_reference_allows() {
+        use InstanceState::*;
+        let allowed = |op| InstanceState::ALL.iter().filter(|s| check_operation(&instance(**s), op).is_ok()).count();
+        assert!(check_operation(&instance(Stopped), InstanceOp::Start).is_ok());
+        assert_eq!(check_operation(&instance(Running), InstanceOp::Start), Err(InstanceRuleError::State(Running)));
+        assert!(check_operation(&instance(Running), InstanceOp::Stop).is_ok());
+        assert!(check_operation(&instance(Stopped), InstanceOp::Reboot).is_err());
+        assert!(check_operation(&instance(Stopped), InstanceOp::Reset).is_ok());
+        assert!(check_operation(&instance(Pending), InstanceOp::CreateImage).is_err());
+        assert!(check_operation(&instance(LaunchFailed), InstanceOp::Terminate).is_ok());
+        assert_eq!(allowed(InstanceOp::Start), 1);
+        assert_eq!(allowed(InstanceOp::Reset), 2);
+        assert_eq!(allowed(InstanceOp::Terminate), 3);
+        assert_eq!(allowed(InstanceOp::Run), 0);
+    }
+
+    #[test]
+    fn a_busy_instance_takes_no_other_operation() {
+        let mut i = instance(InstanceState::Running);
+        i.begin(InstanceOp::Reset, "req-1");
+        assert!(i.busy());
+        assert_eq!(i.state, InstanceState::Running, "a reset keeps the state while it runs");
+        assert_eq!(check_operation(&i, InstanceOp::Stop), Err(InstanceRuleError::Busy));
+        i.end(InstanceState::Running, None);
+        assert_eq!(i.latest_operation_state, Some(OperationState::Success));
+        assert!(check_operation(&i, InstanceOp::Stop).is_ok());
+    }
+
+    #[test]
+    fn operations_move_through_their_transitional_state_to_the_final_one() {
+        let mut i = instance(InstanceState::Running);
+        i.begin(InstanceOp::Stop, "req-2");
+        assert_eq!(i.state, InstanceState::Stopping);
+        i.end(final_state(InstanceOp::Stop, InstanceState::Running), None);
+        assert_eq!(i.state, InstanceState::Stopped);
+        assert_eq!(final_state(InstanceOp::CreateImage, InstanceState::Stopped), InstanceState::Stopped);
+        assert_eq!(final_state(InstanceOp::Reboot, InstanceState::Running), InstanceState::Running);
+        i.begin(InstanceOp::Start, "req-3");
+        i.end(InstanceState::Stopped, Some("no host".into()));
+        assert_eq!(i.latest_operation_state, Some(OperationState::Failed));
+        assert_eq!(i.latest_operation_error.as_deref(), Some("no host"));
+    }
+
+    #[test]
+    fn batch_names_follow_the_patterns_and_suffix_plain_names() {
+        assert_eq!(batch_names(None, 1).unwrap(), ["未命名"]);
+        assert_eq!(batch_names(Some("web"), 3).unwrap(), ["web1", "web2", "web3"]);
+        assert_eq!(batch_names(Some("web"), 1).unwrap(), ["web"]);
+        assert_eq!(batch_names(Some("node-{R:7}"), 2).unwrap(), ["node-7", "node-8"]);
+        assert_eq!(batch_names(Some("n{R:9,F:3}-x"), 2).unwrap(), ["n009-x", "n010-x"]);
+        assert!(matches!(batch_names(Some("n{R:x}"), 2), Err(InstanceRuleError::NamePattern(_))));
+        assert!(matches!(batch_names(Some("n{R:1"), 2), Err(InstanceRuleError::NamePattern(_))));
+        assert_eq!(batch_names(Some(&"a".repeat(61)), 1), Err(InstanceRuleError::NameTooLong));
+    }
+
+    #[test]
+    fn counts_and_disk_sizes_are_bounded() {
+        assert_eq!(check_instance_count(None), Ok(1));
+        assert_eq!(check_instance_count(Some(100)), Ok(100));
+        assert_eq!(check_instance_count(Some(0)), Err(InstanceRuleError::Count));
+        assert_eq!(check_instance_count(Some(101)), Err(InstanceRuleError::Count));
+        assert_eq!(check_system_disk(None, 4), Ok(50));
+        assert_eq!(check_system_disk(None, 80), Ok(80));
+        assert_eq!(check_system_disk(Some(20), 40), Err(InstanceRuleError::DiskSize { min: 40 }));
+        assert_eq!(check_system_disk(Some(4096), 1), Err(InstanceRuleError::DiskSize { min: 1 }));
+    }
+}
