@@ -47,7 +47,15 @@ struct Header {
     l1_offset: u64,
 }
 
-fn parse_header(src: &dyn ReadAt, file_size: u64) -> Result<Header, Rejection> {
+/// Whether a header may name a backing file: never for untrusted images; only when the service
+/// opens an overlay it made itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    Refuse,
+    Allow,
+}
+
+fn parse_header(src: &dyn ReadAt, file_size: u64, backing: Backing) -> Result<Header, Rejection> {
     let want = usize::try_from(file_size.min(112)).unwrap_or(112);
     if want < V2_HEADER_LEN {
         return Err(corrupt("truncated header"));
@@ -60,7 +68,7 @@ fn parse_header(src: &dyn ReadAt, file_size: u64) -> Result<Header, Rejection> {
     if version != 2 && version != 3 {
         return Err(Rejection::new(Reason::UnknownFormat, Some(Format::Qcow2), format!("qcow2 version {version}")));
     }
-    if be64(&h, 8) != 0 || be32(&h, 16) != 0 {
+    if backing == Backing::Refuse && (be64(&h, 8) != 0 || be32(&h, 16) != 0) {
         return Err(Rejection::new(Reason::BackingFile, Some(Format::Qcow2), "the image names a backing file"));
     }
     let cluster_bits = be32(&h, 20);
@@ -172,7 +180,7 @@ fn check_extensions(src: &dyn ReadAt, start: u64, cluster: u64) -> Result<(), Re
 }
 
 pub(crate) fn inspect(src: &dyn ReadAt, file_size: u64) -> Result<Inspection, Rejection> {
-    let h = parse_header(src, file_size)?;
+    let h = parse_header(src, file_size, Backing::Refuse)?;
     Ok(Inspection {
         format: Format::Qcow2,
         virtual_size: h.size,
@@ -190,6 +198,9 @@ pub enum ExtentKind {
     Data,
     /// A compressed cluster.
     Compressed,
+    /// Unallocated in an overlay opened with [`Qcow2Reader::open_overlay`]: the bytes are the
+    /// backing file's, which this reader does not open.
+    Backing,
 }
 
 /// A guest range and what backs it.
@@ -206,6 +217,7 @@ pub struct Extent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cluster {
     Zero,
+    Backing,
     Data(u64),
     Compressed { host: u64, len: u64 },
 }
@@ -217,15 +229,29 @@ pub struct Qcow2Reader<'a> {
     cluster_bits: u32,
     size: u64,
     l1: Vec<u64>,
+    /// Unallocated clusters fall through to a backing file (overlays the service made).
+    overlay: bool,
     l2_cache: Mutex<HashMap<u64, std::sync::Arc<Vec<u64>>>>,
     last_compressed: Mutex<Option<(u64, std::sync::Arc<Vec<u8>>)>>,
 }
 
 impl<'a> Qcow2Reader<'a> {
-    /// Opens an image (re-validating its header) and loads its L1 table.
+    /// Opens an image (re-validating its header) and loads its L1 table. An image that names
+    /// a backing file is refused.
     pub fn open(src: &'a dyn ReadAt) -> Result<Self, Rejection> {
+        Self::open_with(src, Backing::Refuse)
+    }
+
+    /// Opens a copy-on-write overlay the service made itself (an instance's system disk): its
+    /// backing file is allowed but never opened, and unallocated clusters map to
+    /// [`ExtentKind::Backing`] instead of zeros. Never use this on an image from a user.
+    pub fn open_overlay(src: &'a dyn ReadAt) -> Result<Self, Rejection> {
+        Self::open_with(src, Backing::Allow)
+    }
+
+    fn open_with(src: &'a dyn ReadAt, backing: Backing) -> Result<Self, Rejection> {
         let file_size = src.size().map_err(|e| io_err(Some(Format::Qcow2), &e))?;
-        let h = parse_header(src, file_size)?;
+        let h = parse_header(src, file_size, backing)?;
         let raw = if h.size == 0 {
             Vec::new()
         } else {
@@ -238,6 +264,7 @@ impl<'a> Qcow2Reader<'a> {
             cluster_bits: h.cluster_bits,
             size: h.size,
             l1,
+            overlay: backing == Backing::Allow,
             l2_cache: Mutex::new(HashMap::new()),
             last_compressed: Mutex::new(None),
         })
@@ -277,9 +304,10 @@ impl<'a> Qcow2Reader<'a> {
         let l2_entries = cluster / 8;
         let l1_index = usize::try_from(index / l2_entries).unwrap_or(usize::MAX);
         let l1_entry = *self.l1.get(l1_index).ok_or_else(|| corrupt("guest offset past the L1 table"))?;
+        let unallocated = if self.overlay { Cluster::Backing } else { Cluster::Zero };
         let l2_offset = l1_entry & OFFSET_MASK;
         if l2_offset == 0 {
-            return Ok(Cluster::Zero);
+            return Ok(unallocated);
         }
         let table = self.l2_table(l2_offset)?;
         let entry = table[usize::try_from(index % l2_entries).unwrap_or(0)];
@@ -298,7 +326,7 @@ impl<'a> Qcow2Reader<'a> {
         }
         let host = entry & OFFSET_MASK;
         if host == 0 {
-            return Ok(Cluster::Zero);
+            return Ok(unallocated);
         }
         if !host.is_multiple_of(cluster) || host + cluster > self.file_size {
             return Err(corrupt("a data cluster lies outside the file"));
@@ -317,6 +345,7 @@ impl<'a> Qcow2Reader<'a> {
             let piece = next.min(end) - pos;
             let kind = match self.cluster(pos / cluster)? {
                 Cluster::Zero => ExtentKind::Zero,
+                Cluster::Backing => ExtentKind::Backing,
                 Cluster::Data(_) => ExtentKind::Data,
                 Cluster::Compressed { .. } => ExtentKind::Compressed,
             };
@@ -352,7 +381,8 @@ impl<'a> Qcow2Reader<'a> {
         Ok(data)
     }
 
-    /// Reads guest bytes at `offset` into `buf` (zeros where nothing is allocated).
+    /// Reads guest bytes at `offset` into `buf` (zeros where nothing is allocated). In an
+    /// overlay, a range that falls through to the backing file is an error: read it there.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Rejection> {
         let cluster = self.cluster_size();
         if offset.saturating_add(buf.len() as u64) > self.size {
@@ -366,6 +396,7 @@ impl<'a> Qcow2Reader<'a> {
             let dst = &mut buf[done..done + n];
             match self.cluster(pos / cluster)? {
                 Cluster::Zero => dst.fill(0),
+                Cluster::Backing => return Err(corrupt("the range lies in the backing file")),
                 Cluster::Data(host) => {
                     let got = self.src.read_at(host + within, dst).map_err(|e| io_err(Some(Format::Qcow2), &e))?;
                     if got < n {

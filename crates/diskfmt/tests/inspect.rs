@@ -118,6 +118,33 @@ fn the_native_qcow2_reader_reads_what_qemu_wrote_and_maps_zeros() {
 }
 
 #[test]
+fn an_overlay_maps_what_the_guest_wrote_and_falls_through_to_its_backing_elsewhere() {
+    let fx = Fixtures::new();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let top = fx.path("overlay.qcow2");
+    assert!(qemu_img(&["create", "-f", "qcow2", "-b", &s(&fx.raw), "-F", "raw", &s(&top)]));
+    let io = |cmd: &str| {
+        let out = Command::new("qemu-io").args(["-f", "qcow2", "-c", cmd]).arg(&top).output().expect("qemu-io runs");
+        assert!(out.status.success(), "qemu-io {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    io("write -P 0xab 3145728 4096");
+    io("write -z 0 65536");
+    let f = std::fs::File::open(&top).expect("open");
+    assert_eq!(Qcow2Reader::open(&f).err().map(|r| r.reason), Some(Reason::BackingFile), "never for user images");
+    let r = Qcow2Reader::open_overlay(&f).expect("open overlay");
+    assert_eq!(r.virtual_size(), source().len() as u64);
+    let kinds = |off: u64, len: u64| r.map(off, len).expect("map").iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(kinds(0, 65536), [ExtentKind::Zero], "an explicit zero write is a zero cluster");
+    assert_eq!(kinds(MIB as u64, MIB as u64), [ExtentKind::Backing]);
+    assert_eq!(kinds(3 * MIB as u64, 65536), [ExtentKind::Data], "a partial write allocates its whole cluster");
+    assert_eq!(kinds(3 * MIB as u64 - 65536, 3 * 65536), [ExtentKind::Backing, ExtentKind::Data, ExtentKind::Backing]);
+    let mut written = vec![0u8; 4096];
+    r.read_at(3 * MIB as u64, &mut written).expect("read the guest's write");
+    assert!(written.iter().all(|b| *b == 0xab));
+    assert!(r.read_at(MIB as u64, &mut written).is_err(), "backing ranges are read from the backing file");
+}
+
+#[test]
 fn qemu_img_made_dangerous_images_are_refused_with_their_reason() {
     let fx = Fixtures::new();
     let base = fx.convert("base.qcow2", "qcow2", &[]);
