@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use imaged_chunkstore::{Digest, Manifest};
 use imaged_diskfmt::{ExtentKind, Format, Qcow2Reader, Rejection};
 
 /// CPU seconds and address space allowed to one qemu-img run.
@@ -69,6 +70,28 @@ pub enum DiskReader<'a> {
     },
     /// A qcow2 read natively.
     Qcow2(Qcow2Reader<'a>),
+    /// An instance's system disk: the service's own qcow2 overlay on a base whose manifest is
+    /// known, so that a block the guest never wrote is recognised without being read.
+    Overlay {
+        /// The overlay, opened with [`Qcow2Reader::open_overlay`].
+        top: Qcow2Reader<'a>,
+        /// The base (a raw file) the overlay's unallocated clusters fall through to.
+        base: &'a File,
+        /// The base's manifest.
+        base_manifest: &'a Manifest,
+    },
+}
+
+/// What a block of a disk holds, as far as a reader can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockContent {
+    /// Known to be all zeros; nothing was read.
+    Zero,
+    /// Read into the buffer.
+    Data,
+    /// Exactly this block of the base (an overlay block the guest never wrote); nothing was
+    /// read. [`DiskReader::read_full`] reads it when the bytes are needed after all.
+    Same(Digest),
 }
 
 impl<'a> DiskReader<'a> {
@@ -87,32 +110,98 @@ impl<'a> DiskReader<'a> {
     pub fn virtual_size(&self) -> u64 {
         match self {
             Self::Raw { size, .. } => *size,
-            Self::Qcow2(r) => r.virtual_size(),
+            Self::Qcow2(r) | Self::Overlay { top: r, .. } => r.virtual_size(),
         }
     }
 
-    /// Fills `buf` with the bytes at `offset`; returns false, without reading, when the range is
-    /// known to be all zeros (`buf` is then left as it was).
-    pub fn read_block(&self, offset: u64, buf: &mut [u8]) -> Result<bool, DiskError> {
+    /// Reads the block at `offset` (of `buf.len()` bytes) unless it is known to be zero or,
+    /// in an overlay, to be the base's block unchanged (`buf` is then left as it was).
+    pub fn read_block(&self, offset: u64, buf: &mut [u8]) -> Result<BlockContent, DiskError> {
         let end = offset + buf.len() as u64;
         match self {
             Self::Raw { file, data, .. } => {
                 if !data.iter().any(|(s, e)| *s < end && *e > offset) {
-                    return Ok(false);
+                    return Ok(BlockContent::Zero);
                 }
                 file.read_exact_at(buf, offset)?;
-                Ok(true)
+                Ok(BlockContent::Data)
             }
             Self::Qcow2(r) => {
                 let extents = r.map(offset, buf.len() as u64)?;
                 if extents.iter().all(|e| e.kind == ExtentKind::Zero) {
-                    return Ok(false);
+                    return Ok(BlockContent::Zero);
                 }
                 r.read_at(offset, buf)?;
-                Ok(true)
+                Ok(BlockContent::Data)
+            }
+            Self::Overlay { top, base_manifest, .. } => {
+                let extents = top.map(offset, buf.len() as u64)?;
+                if extents.iter().all(|e| e.kind == ExtentKind::Zero) {
+                    return Ok(BlockContent::Zero);
+                }
+                if extents.iter().all(|e| e.kind == ExtentKind::Backing) {
+                    let bs = u64::from(base_manifest.block_size);
+                    let index = usize::try_from(offset / bs).unwrap_or(usize::MAX);
+                    let aligned = offset % bs == 0 && buf.len() as u64 <= bs;
+                    match base_manifest.blocks.get(index) {
+                        _ if !aligned => {}
+                        // Past the base's end, or a zero block of it.
+                        None | Some(None) => return Ok(BlockContent::Zero),
+                        Some(Some(d)) if base_manifest.block_len(index) == buf.len() => {
+                            return Ok(BlockContent::Same(*d))
+                        }
+                        // The base's short last block inside a longer overlay block.
+                        Some(Some(_)) => {}
+                    }
+                }
+                self.read_full(offset, buf)?;
+                Ok(BlockContent::Data)
             }
         }
     }
+
+    /// Reads the bytes at `offset` whatever they are (zeros where nothing is stored).
+    pub fn read_full(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        match self {
+            Self::Raw { .. } | Self::Qcow2(_) => {
+                buf.fill(0);
+                self.read_block(offset, buf).map(|_| ())
+            }
+            Self::Overlay { top, base, base_manifest } => {
+                for e in top.map(offset, buf.len() as u64)? {
+                    let at = usize::try_from(e.offset - offset).unwrap_or(0);
+                    let dst = &mut buf[at..at + usize::try_from(e.len).unwrap_or(0)];
+                    if e.kind != ExtentKind::Backing {
+                        top.read_at(e.offset, dst)?;
+                        continue;
+                    }
+                    // The base is raw and as long as its manifest says; past its end, zeros.
+                    dst.fill(0);
+                    let avail = base_manifest.virtual_size.saturating_sub(e.offset).min(e.len);
+                    if avail > 0 {
+                        base.read_exact_at(&mut dst[..usize::try_from(avail).unwrap_or(0)], e.offset)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates a qcow2 overlay at `dest` of `size` bytes on the raw `backing` (a path relative to
+/// `dest`'s directory, so the data directory can move), 64 KiB clusters, through a temporary
+/// name so that `dest` is always complete.
+pub fn create_overlay(backing: &str, size: u64, dest: &Path) -> Result<(), DiskError> {
+    let tmp = dest.with_extension("qcow2.partial");
+    let tmp_s = tmp.to_string_lossy();
+    let size_s = size.to_string();
+    qemu_img(
+        &["create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, "-o", "cluster_size=65536", &tmp_s, &size_s],
+        QEMU_IMG_INFO_CPU_SECS,
+        QEMU_IMG_INFO_ADDRESS_SPACE,
+    )?;
+    std::fs::rename(&tmp, dest)?;
+    Ok(())
 }
 
 /// Runs qemu-img under `prlimit` with CPU and address-space caps; returns stdout.

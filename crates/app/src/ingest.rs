@@ -17,7 +17,7 @@ use imaged_diskfmt::Format;
 use imaged_metastore::{MetaStore, MetaStoreError};
 use tokio::task::JoinSet;
 
-use crate::disk::{DiskError, DiskReader};
+use crate::disk::{BlockContent, DiskError, DiskReader};
 use crate::uploads::ManifestReader;
 
 /// Blocks in flight to the object store at once.
@@ -91,7 +91,20 @@ pub enum IngestSource {
     },
     /// A qcow2 image held as an upload's blocks.
     Qcow2Blocks(ManifestReader),
+    /// An instance's overlay on its base: blocks the guest never wrote are taken from the base's
+    /// manifest without being read, when the target store already has them.
+    Overlay {
+        /// The qcow2 overlay (the service's own).
+        top: PathBuf,
+        /// The raw base it sits on.
+        base: PathBuf,
+        /// The base's manifest.
+        base_manifest: Arc<Manifest>,
+    },
 }
+
+/// A block for the writer: its index, digest, and its encoded bytes unless the store has it.
+type Produced = (usize, Digest, Option<Bytes>);
 
 /// Reads `source` into `store`, returning the virtual disk's manifest.
 pub async fn ingest(
@@ -101,16 +114,24 @@ pub async fn ingest(
     region: String,
     progress: Arc<Progress>,
 ) -> Result<(Manifest, IngestStats), IngestError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Digest, Bytes)>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Produced>(16);
     let producer_progress = Arc::clone(&progress);
+    let (handle, target) = (tokio::runtime::Handle::current(), store.clone());
     let producer = tokio::task::spawn_blocking(move || match source {
         IngestSource::File { path, format } => {
             let file = File::open(&path).map_err(DiskError::from)?;
-            produce(&DiskReader::open(&file, format)?, &tx, &producer_progress)
+            produce(&DiskReader::open(&file, format)?, &tx, &producer_progress, &|_| false)
         }
         IngestSource::Qcow2Blocks(reader) => {
             let qcow = imaged_diskfmt::Qcow2Reader::open(&reader).map_err(DiskError::from)?;
-            produce(&DiskReader::Qcow2(qcow), &tx, &producer_progress)
+            produce(&DiskReader::Qcow2(qcow), &tx, &producer_progress, &|_| false)
+        }
+        IngestSource::Overlay { top, base, base_manifest } => {
+            let (top, base) = (File::open(&top).map_err(DiskError::from)?, File::open(&base).map_err(DiskError::from)?);
+            let top = imaged_diskfmt::Qcow2Reader::open_overlay(&top).map_err(DiskError::from)?;
+            let reader = DiskReader::Overlay { top, base: &base, base_manifest: &base_manifest };
+            let have = |d: &Digest| handle.block_on(target.contains(d)).unwrap_or(false);
+            produce(&reader, &tx, &producer_progress, &have)
         }
     });
 
@@ -135,16 +156,21 @@ pub async fn ingest(
         while puts.len() >= PUTS_IN_FLIGHT {
             settle(puts.join_next().await, &mut stats)?;
         }
-        touches.push((digest.to_hex(), encoded.len() as u64));
+        // A block the store has is touched (size 0 keeps its recorded size) but not written.
+        touches.push((digest.to_hex(), encoded.as_ref().map_or(0, |e| e.len() as u64)));
         if touches.len() >= TOUCH_BATCH {
             meta.touch_blocks(&region, &std::mem::take(&mut touches), now()).await?;
         }
+        entries.push((index, digest));
+        let Some(encoded) = encoded else {
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
         let store = store.clone();
         puts.spawn(async move {
             let len = encoded.len() as u64;
             store.put_encoded(&digest, encoded).await.map(|o| (o, len))
         });
-        entries.push((index, digest));
     }
     while !puts.is_empty() {
         settle(puts.join_next().await, &mut stats)?;
@@ -164,11 +190,13 @@ pub async fn ingest(
     Ok((manifest, stats))
 }
 
-/// Reads the disk and feeds the hashers; returns the virtual size.
+/// Reads the disk and feeds the hashers; returns the virtual size. A block that is the base's
+/// unchanged goes to the writer as its digest alone when `have` says the store holds it.
 fn produce(
     reader: &DiskReader<'_>,
-    out: &tokio::sync::mpsc::Sender<(usize, Digest, Bytes)>,
+    out: &tokio::sync::mpsc::Sender<Produced>,
     progress: &Progress,
+    have: &dyn Fn(&Digest) -> bool,
 ) -> Result<u64, IngestError> {
     let size = reader.virtual_size();
     let blocks = size.div_ceil(BLOCK_SIZE as u64);
@@ -185,7 +213,7 @@ fn produce(
                 let Ok((index, data)) = item else { return };
                 let digest = Digest::of(&data);
                 let encoded = Bytes::from(block::encode(&data));
-                if out.blocking_send((index, digest, encoded)).is_err() {
+                if out.blocking_send((index, digest, Some(encoded))).is_err() {
                     return;
                 }
             });
@@ -195,12 +223,24 @@ fn produce(
                 let offset = index * BLOCK_SIZE as u64;
                 let len = (size - offset).min(BLOCK_SIZE as u64) as usize;
                 let mut buf = vec![0u8; len];
-                if reader.read_block(offset, &mut buf)? && !is_zero(&buf) {
-                    if work_tx.send((index as usize, buf)).is_err() {
-                        return Err(IngestError::Worker("the block writer stopped".into()));
+                let data = match reader.read_block(offset, &mut buf)? {
+                    BlockContent::Zero => false,
+                    BlockContent::Same(digest) if have(&digest) => {
+                        if out.blocking_send((index as usize, digest, None)).is_err() {
+                            return Err(IngestError::Worker("the block writer stopped".into()));
+                        }
+                        continue;
                     }
-                } else {
+                    BlockContent::Same(_) => {
+                        reader.read_full(offset, &mut buf)?;
+                        true
+                    }
+                    BlockContent::Data => !is_zero(&buf),
+                };
+                if !data {
                     progress.done.fetch_add(1, Ordering::Relaxed);
+                } else if work_tx.send((index as usize, buf)).is_err() {
+                    return Err(IngestError::Worker("the block writer stopped".into()));
                 }
             }
             Ok(size)

@@ -8,6 +8,7 @@
 
 use crate::ids::{AccountId, ImageId, InstanceId};
 use crate::image::Tag;
+use crate::query::{Filter, QueryError, MAX_FILTERS, MAX_FILTER_VALUES};
 use crate::time::Timestamp;
 
 /// Instances one `RunInstances` call may create (the bound; Tencent allows 500).
@@ -271,6 +272,97 @@ fn bad_pattern(name: &str) -> InstanceRuleError {
     InstanceRuleError::NamePattern(name.to_owned())
 }
 
+/// The `DescribeInstances` filter names of the reference. Those about networks, hosts and
+/// dedicated clusters, which this service does not model, match no instance.
+pub const INSTANCE_FILTERS: &[&str] = &[
+    "zone",
+    "project-id",
+    "host-id",
+    "dedicated-cluster-id",
+    "vpc-id",
+    "subnet-id",
+    "instance-id",
+    "uuid",
+    "security-group-id",
+    "instance-name",
+    "instance-charge-type",
+    "instance-state",
+    "private-ip-address",
+    "public-ip-address",
+    "ipv6-address",
+    "tag-key",
+    "tag-value",
+    "creation-start-time",
+    "creation-end-time",
+];
+
+/// `DescribeInstances` as a pure query: `InstanceIds` xor `Filters`.
+#[derive(Debug, Clone)]
+pub struct InstanceQuery {
+    ids: Option<Vec<InstanceId>>,
+    filters: Vec<Filter>,
+}
+
+impl InstanceQuery {
+    /// Validates ids (at most 100, well-formed) or filters (known names, at most 10 of at most 5
+    /// values).
+    pub fn new(ids: Option<&[String]>, filters: Option<&[Filter]>) -> Result<Self, QueryError> {
+        if ids.is_some() && filters.is_some() {
+            return Err(QueryError::IdsAndFilters);
+        }
+        let parse = |s: &String| InstanceId::parse(s).map_err(|_| QueryError::MalformedInstanceId(s.clone()));
+        let ids = match ids {
+            Some(ids) if ids.len() > MAX_BATCH_IDS => return Err(QueryError::TooManyIds),
+            Some(ids) => Some(ids.iter().map(parse).collect::<Result<Vec<_>, _>>()?),
+            None => None,
+        };
+        let filters = filters.unwrap_or_default().to_vec();
+        if filters.len() > MAX_FILTERS {
+            return Err(QueryError::TooManyFilters);
+        }
+        for f in &filters {
+            if !INSTANCE_FILTERS.contains(&f.name.as_str()) && !f.name.starts_with("tag:") {
+                return Err(QueryError::UnknownFilter(f.name.clone()));
+            }
+            if f.values.is_empty() {
+                return Err(QueryError::NoValues(f.name.clone()));
+            }
+            if f.values.len() > MAX_FILTER_VALUES {
+                return Err(QueryError::TooManyValues(f.name.clone()));
+            }
+            if f.name == "instance-id" {
+                f.values.iter().try_for_each(|v| parse(v).map(|_| ()))?;
+            }
+        }
+        Ok(Self { ids, filters })
+    }
+
+    /// Whether `instance` matches: its id is listed, or every filter matches one of its values.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        if let Some(ids) = &self.ids {
+            return ids.contains(&instance.id);
+        }
+        self.filters.iter().all(|f| f.values.iter().any(|v| filter_matches(instance, &f.name, v)))
+    }
+}
+
+fn filter_matches(i: &Instance, name: &str, value: &str) -> bool {
+    match name {
+        "zone" => i.zone == value,
+        "instance-id" => i.id.as_str() == value,
+        "instance-name" => i.name.contains(value),
+        "instance-state" => i.state.as_str() == value,
+        "project-id" => value == "0",
+        "instance-charge-type" => value == "POSTPAID_BY_HOUR",
+        "tag-key" => i.tags.iter().any(|t| t.key == value),
+        "tag-value" => i.tags.iter().any(|t| t.value == value),
+        "creation-start-time" => Timestamp::parse_iso8601(value).is_some_and(|t| i.created_at >= t),
+        "creation-end-time" => Timestamp::parse_iso8601(value).is_some_and(|t| i.created_at <= t),
+        tag if tag.starts_with("tag:") => i.tags.iter().any(|t| t.key == tag[4..] && t.value == value),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +444,34 @@ mod tests {
         assert!(matches!(batch_names(Some("n{R:x}"), 2), Err(InstanceRuleError::NamePattern(_))));
         assert!(matches!(batch_names(Some("n{R:1"), 2), Err(InstanceRuleError::NamePattern(_))));
         assert_eq!(batch_names(Some(&"a".repeat(61)), 1), Err(InstanceRuleError::NameTooLong));
+    }
+
+    #[test]
+    fn instance_queries_take_ids_or_known_filters() {
+        let mut web = instance(InstanceState::Running);
+        web.tags.push(Tag { key: "env".into(), value: "prod".into() });
+        let f = |name: &str, values: &[&str]| Filter {
+            name: name.into(),
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+        };
+        let q = |filters: &[Filter]| InstanceQuery::new(None, Some(filters)).expect("valid");
+        assert!(q(&[f("instance-state", &["STOPPED", "RUNNING"]), f("zone", &["ap-guangzhou-3"])]).matches(&web));
+        assert!(!q(&[f("instance-state", &["STOPPED"])]).matches(&web));
+        assert!(q(&[f("tag:env", &["prod"])]).matches(&web));
+        assert!(q(&[f("instance-name", &["we"])]).matches(&web));
+        assert!(!q(&[f("vpc-id", &["vpc-1"])]).matches(&web), "unmodelled filters match nothing");
+        assert!(q(&[]).matches(&web));
+        let ids = [web.id.to_string()];
+        assert!(InstanceQuery::new(Some(&ids), None).expect("ids").matches(&web));
+        assert_eq!(
+            InstanceQuery::new(None, Some(&[f("colour", &["red"])])).err(),
+            Some(QueryError::UnknownFilter("colour".into()))
+        );
+        assert_eq!(
+            InstanceQuery::new(Some(&["ins-1".to_owned()]), None).err(),
+            Some(QueryError::MalformedInstanceId("ins-1".into()))
+        );
+        assert_eq!(InstanceQuery::new(Some(&ids), Some(&[])).err(), Some(QueryError::IdsAndFilters));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum QueryError {
     /// An `image-type` value that is not an image type.
     #[error("`{0}` is not an image type (PUBLIC_IMAGE, PRIVATE_IMAGE, SHARED_IMAGE, MARKET_IMAGE)")]
     BadImageType(String),
+    /// An id in `InstanceIds` or an `instance-id` filter value is malformed.
+    #[error("malformed instance id `{0}`")]
+    MalformedInstanceId(String),
     /// `Limit` above [`MAX_LIMIT`].
     #[error("Limit must be at most {MAX_LIMIT}")]
     LimitTooLarge,
