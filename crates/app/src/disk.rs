@@ -142,7 +142,7 @@ impl<'a> DiskReader<'a> {
                 if extents.iter().all(|e| e.kind == ExtentKind::Backing) {
                     let bs = u64::from(base_manifest.block_size);
                     let index = usize::try_from(offset / bs).unwrap_or(usize::MAX);
-                    let aligned = offset % bs == 0 && buf.len() as u64 <= bs;
+                    let aligned = offset.is_multiple_of(bs) && buf.len() as u64 <= bs;
                     match base_manifest.blocks.get(index) {
                         _ if !aligned => {}
                         // Past the base's end, or a zero block of it.

@@ -239,27 +239,10 @@ impl Service {
 }
 
 impl Service {
-    /// The image's raw virtual disk as a local sparse file, materialised once and cached in
-    /// `DATA_DIR/cache` (for what needs a file, such as instance disks). The file is written
-    /// under a temporary name and renamed, so a cached file is always complete.
+    /// The image's raw virtual disk as a local sparse file, materialised once and cached on this
+    /// host as the image's base (see [`crate::instances`]), for what needs a file.
     pub async fn materialised(&self, image: &ImageId) -> Result<PathBuf, AppError> {
-        let dir = self.data().data_dir.join("cache");
-        let path = dir.join(format!("{image}.raw"));
-        if path.is_file() {
-            return Ok(path);
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| AppError::Io { path: dir.display().to_string(), source: e })?;
-        let record = self
-            .store()
-            .get_manifest(image)
-            .await?
-            .ok_or_else(|| AppError::Conflict(format!("image {image} has no bytes")))?;
-        let manifest = Manifest::decode(&record.manifest).map_err(|e| AppError::Conflict(e.to_string()))?;
-        let tmp = dir.join(format!(".{image}.{}.partial", self.worker_id()));
-        let store = self.data().region_blocks(&record.region);
-        materialise(&store, &manifest, &tmp, &Progress::default()).await.map_err(|f| AppError::Conflict(f.message))?;
-        std::fs::rename(&tmp, &path).map_err(|e| AppError::Io { path: path.display().to_string(), source: e })?;
-        Ok(path)
+        self.base_of(image).await.map(|b| b.path).map_err(|f| AppError::Conflict(f.message))
     }
 }
 

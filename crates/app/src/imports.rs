@@ -374,7 +374,7 @@ impl Service {
     }
 
     /// Records the manifest and makes the image NORMAL.
-    async fn finish_import(
+    pub(crate) async fn finish_import(
         &self,
         image: &mut Image,
         manifest: imaged_chunkstore::Manifest,

@@ -110,6 +110,9 @@ impl Service {
         match job.kind.as_str() {
             "import" => self.run_import(job, progress).await,
             "export" => self.run_export(job, progress).await,
+            "capture" => self.run_capture(job, progress).await,
+            "launch" => self.run_launch(job).await,
+            "instance" => self.run_instance_op(job).await,
             other => Err(JobFailure::permanent(format!("unknown job kind `{other}`"))),
         }
     }
@@ -139,8 +142,14 @@ impl Service {
         }
     }
 
-    /// Marks the image a failed job was filling as failed, with the reason.
+    /// Marks what a failed job was filling or operating on as failed, with the reason: the
+    /// image (CREATEFAILED, IMPORTFAILED) and the instances whose operation it carried.
     async fn fail_job_target(&self, job: &JobRecord, message: &str) {
+        match job.kind.as_str() {
+            "launch" | "instance" => self.fail_instances(job, message).await,
+            "capture" => self.fail_capture(job, message).await,
+            _ => {}
+        }
         let Some(id) = &job.image else { return };
         let Ok(Some(mut image)) = self.store().get_image(id).await else { return };
         let failed = match image.state {

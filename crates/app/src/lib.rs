@@ -9,19 +9,26 @@
 //! - [`ingest`]: a disk into a manifest of stored blocks, bounded memory, hashing in parallel.
 //! - [`uploads`]: resumable uploads stored straight into the block store, and a reader over them.
 //! - [`imports`], [`exports`]: `ImportImage` and `ExportImages`, as requests and as jobs.
+//! - [`instances`]: instances and their system disks (content-keyed bases, qcow2 overlays),
+//!   launch, start/stop/reboot, reset and terminate as jobs.
+//! - [`capture`]: `CreateImage` from an instance, incremental over the instance's base.
+//! - [`images`]: the custom-image lifecycle: modify, delete, the usable image of a family.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
 //! - [`maintenance`]: garbage collection and fsck of the block stores.
 //! - [`demo`]: real demo disks for the built-in catalogue.
 //!
 //! No HTTP types here: the API crate parses requests into calls on [`Service`].
 
+pub mod capture;
 pub mod data;
 pub mod demo;
 pub mod disk;
 pub mod exports;
 mod http;
+pub mod images;
 pub mod imports;
 pub mod ingest;
+pub mod instances;
 pub mod jobs;
 pub mod maintenance;
 pub mod secrets;

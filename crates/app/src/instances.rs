@@ -1,0 +1,471 @@
+//! Instances on this deployment's own hosts: `RunInstances`, `DescribeInstances`, start, stop,
+//! reboot, `ResetInstance` and terminate, each asynchronous through a durable job, and the
+//! system disks behind them.
+//!
+//! An image's virtual disk is materialised once per host as a read-only sparse raw *base* in
+//! `DATA_DIR/bases/<key>.raw`, keyed by the digest of its manifest (images with the same bytes
+//! share one base), with the manifest beside it (`<key>.manifest`) so that a capture knows
+//! which blocks the base holds even after the image is deleted. Each instance's system disk is a
+//! qcow2 overlay on its base (`DATA_DIR/instances/<id>/system.qcow2`, backing path relative), so
+//! launching 100 instances costs one base and 100 small overlays. A base is never written once
+//! made, and is kept while any overlay may name it (bases are not collected yet).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use imaged_chunkstore::{Digest, Manifest};
+use imaged_domain::instance::{
+    batch_names, check_instance_count, check_operation, check_system_disk, final_state, Instance, InstanceOp,
+    InstanceQuery, InstanceRuleError, InstanceState, DEFAULT_INSTANCE_TYPE, MAX_BATCH_IDS,
+};
+use imaged_domain::query::Page;
+use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId, Region, Tag};
+use imaged_metastore::{JobRecord, Refused};
+use serde::{Deserialize, Serialize};
+
+use crate::disk::create_overlay;
+use crate::exports::materialise;
+use crate::ingest::Progress;
+use crate::jobs::JobFailure;
+use crate::service::{now, AppError, Service};
+
+/// Why an instance request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// The domain's rules (state, busy, count, name, disk size).
+    #[error(transparent)]
+    Rule(#[from] InstanceRuleError),
+    /// The zone is not in the region.
+    #[error("the zone `{0}` is not in this region")]
+    Zone(String),
+    /// A malformed image id.
+    #[error("malformed image id `{0}`")]
+    ImageMalformed(String),
+    /// No image the caller may use has that id here.
+    #[error("the image `{0}` does not exist")]
+    ImageNotFound(String),
+    /// The image is not NORMAL.
+    #[error("the image `{0}` is {1}, not NORMAL")]
+    ImageState(String, ImageState),
+    /// A malformed instance id.
+    #[error("malformed instance id `{0}`")]
+    InstanceMalformed(String),
+    /// No instance of the caller's has that id here.
+    #[error("the instance `{0}` does not exist")]
+    InstanceNotFound(String),
+    /// More than 100 ids.
+    #[error("at most {MAX_BATCH_IDS} instance ids are allowed")]
+    TooManyIds,
+    /// The store or the data plane failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl From<imaged_metastore::MetaStoreError> for InstanceError {
+    fn from(e: imaged_metastore::MetaStoreError) -> Self {
+        Self::App(e.into())
+    }
+}
+
+/// What `RunInstances` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// `Placement.Zone`.
+    pub zone: String,
+    /// `ImageId`.
+    pub image_id: String,
+    /// `InstanceType`.
+    pub instance_type: Option<String>,
+    /// `InstanceCount`.
+    pub count: Option<u64>,
+    /// `InstanceName`.
+    pub name: Option<String>,
+    /// `HostName`.
+    pub host_name: Option<String>,
+    /// `SystemDisk.DiskSize`, GiB.
+    pub system_disk_gib: Option<u64>,
+    /// Tags for the instances.
+    pub tags: Vec<Tag>,
+    /// Validate only.
+    pub dry_run: bool,
+}
+
+/// A content-keyed base on this host.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The digest of the manifest, hex.
+    pub key: String,
+    /// The raw file.
+    pub path: PathBuf,
+    /// The manifest of its bytes.
+    pub manifest: Arc<Manifest>,
+}
+
+/// The parameters of an instance job (`launch` and `instance`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InstanceJob {
+    /// The operation.
+    pub(crate) op: String,
+    /// The instances it works on.
+    pub(crate) instances: Vec<InstanceId>,
+    /// The image (launch, reset).
+    pub(crate) image: Option<ImageId>,
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<InstanceId>, InstanceError> {
+    if ids.len() > MAX_BATCH_IDS {
+        return Err(InstanceError::TooManyIds);
+    }
+    ids.iter().map(|s| InstanceId::parse(s).map_err(|_| InstanceError::InstanceMalformed(s.clone()))).collect()
+}
+
+impl Service {
+    fn bases_dir(&self) -> PathBuf {
+        self.data().data_dir.join("bases")
+    }
+
+    /// The system disk of an instance (a qcow2 overlay), whether or not it exists yet.
+    pub fn instance_disk_path(&self, id: &InstanceId) -> PathBuf {
+        self.data().data_dir.join("instances").join(id.as_str()).join("system.qcow2")
+    }
+
+    /// The base of `image` on this host, materialised from its blocks (each verified) the
+    /// first time: written under a temporary name, made read-only, then renamed into place.
+    pub async fn base_of(&self, image: &ImageId) -> Result<Base, JobFailure> {
+        let record = self
+            .store()
+            .get_manifest(image)
+            .await
+            .map_err(JobFailure::retry)?
+            .ok_or_else(|| JobFailure::permanent(format!("image {image} has no bytes")))?;
+        let key = Digest::of(&record.manifest).to_hex();
+        if let Ok(base) = self.load_base(&key) {
+            return Ok(base);
+        }
+        let manifest = Manifest::decode(&record.manifest).map_err(|e| JobFailure::permanent(e.to_string()))?;
+        let dir = self.bases_dir();
+        std::fs::create_dir_all(&dir).map_err(JobFailure::retry)?;
+        let tmp = dir.join(format!(".{key}.{}.partial", self.worker_id()));
+        let store = self.data().region_blocks(&record.region);
+        materialise(&store, &manifest, &tmp, &Progress::default()).await?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(JobFailure::retry)?;
+        std::fs::write(dir.join(format!("{key}.manifest")), &record.manifest).map_err(JobFailure::retry)?;
+        std::fs::rename(&tmp, dir.join(format!("{key}.raw"))).map_err(JobFailure::retry)?;
+        self.load_base(&key)
+    }
+
+    /// A base already on this host, by key.
+    pub(crate) fn load_base(&self, key: &str) -> Result<Base, JobFailure> {
+        let path = self.bases_dir().join(format!("{key}.raw"));
+        if !path.is_file() {
+            return Err(JobFailure::retry(format!("base {key} is not on this host")));
+        }
+        let bytes = std::fs::read(self.bases_dir().join(format!("{key}.manifest"))).map_err(JobFailure::retry)?;
+        let manifest = Manifest::decode(&bytes).map_err(|e| JobFailure::permanent(e.to_string()))?;
+        Ok(Base { key: key.to_owned(), path, manifest: Arc::new(manifest) })
+    }
+
+    /// Makes `instance`'s system disk a fresh overlay on `base` (replacing any disk it had: the
+    /// reinstall of `ResetInstance`), at least as large as the base.
+    async fn make_system_disk(&self, instance: &mut Instance, base: &Base) -> Result<(), JobFailure> {
+        let dest = self.instance_disk_path(&instance.id);
+        let dir = dest.parent().map(PathBuf::from).unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(JobFailure::retry)?;
+        let size = (instance.system_disk_gib << 30).max(base.manifest.virtual_size);
+        let backing = format!("../../bases/{}.raw", base.key);
+        tokio::task::spawn_blocking(move || create_overlay(&backing, size, &dest))
+            .await
+            .map_err(JobFailure::retry)?
+            .map_err(|e| JobFailure::retry(e.to_string()))?;
+        instance.disk_base = Some(base.key.clone());
+        Ok(())
+    }
+
+    /// An image `caller` may launch from in `region`: visible to it there (public, marketplace
+    /// where offered, its own, or shared with it) and NORMAL.
+    pub async fn launchable_image(&self, caller: AccountId, region: &Region, id: &str) -> Result<Image, InstanceError> {
+        let parsed = ImageId::parse(id).map_err(|_| InstanceError::ImageMalformed(id.to_owned()))?;
+        let (image, _) = self
+            .seen_image(caller, region, &parsed)
+            .await?
+            .ok_or_else(|| InstanceError::ImageNotFound(id.to_owned()))?;
+        if image.state != ImageState::Normal {
+            return Err(InstanceError::ImageState(id.to_owned(), image.state));
+        }
+        Ok(image)
+    }
+
+    /// `RunInstances`: validates, records the PENDING instances and the job that makes their
+    /// disks, in one transaction. Returns the new ids (none for a dry run).
+    pub async fn run_instances(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        req: RunRequest,
+        request_id: &str,
+    ) -> Result<Vec<InstanceId>, InstanceError> {
+        if !region.zones.iter().any(|z| z.zone == req.zone) {
+            return Err(InstanceError::Zone(req.zone));
+        }
+        let count = check_instance_count(req.count)?;
+        let names = batch_names(req.name.as_deref(), count)?;
+        let image = self.launchable_image(caller, region, &req.image_id).await?;
+        let disk_gib = check_system_disk(req.system_disk_gib, image.size_gib)?;
+        if req.dry_run {
+            return Ok(Vec::new());
+        }
+        let created = now();
+        let mut instances = Vec::with_capacity(names.len());
+        for name in names {
+            let id = InstanceId::from_random(crate::secrets::random_bytes().map_err(AppError::from)?);
+            let mut instance = Instance {
+                host_name: req.host_name.clone().unwrap_or_else(|| id.to_string()),
+                id,
+                owner: caller,
+                region: region.region.clone(),
+                zone: req.zone.clone(),
+                name,
+                instance_type: req.instance_type.clone().unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
+                image_id: image.id.clone(),
+                os_name: image.os_name.clone(),
+                state: InstanceState::Pending,
+                latest_operation: None,
+                latest_operation_state: None,
+                latest_operation_request_id: None,
+                latest_operation_error: None,
+                created_at: created,
+                system_disk_gib: disk_gib,
+                tags: req.tags.clone(),
+                disk_base: None,
+            };
+            instance.begin(InstanceOp::Run, request_id);
+            instances.push(instance);
+        }
+        let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
+        let params = InstanceJob { op: InstanceOp::Run.as_str().into(), instances: ids.clone(), image: Some(image.id) };
+        let job = self.instance_job("launch", region, caller, &params)?;
+        self.store().insert_instances_with_job(&instances, &job).await?;
+        self.wake_workers();
+        Ok(ids)
+    }
+
+    fn instance_job(
+        &self,
+        kind: &str,
+        region: &Region,
+        caller: AccountId,
+        params: &InstanceJob,
+    ) -> Result<JobRecord, AppError> {
+        let params = serde_json::to_string(params).map_err(|e| AppError::Conflict(e.to_string()))?;
+        Ok(JobRecord::queued(kind, &region.region, caller, None, params, now()))
+    }
+
+    /// `DescribeInstances`: the caller's instances in `region` that match, one page of them.
+    pub async fn describe_instances(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        query: &InstanceQuery,
+        page: Page,
+    ) -> Result<(u64, Vec<Instance>), AppError> {
+        let mut matched: Vec<Instance> = self
+            .store()
+            .list_instances(caller, &region.region)
+            .await?
+            .into_iter()
+            .filter(|i| query.matches(i))
+            .collect();
+        matched.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok((matched.len() as u64, page.slice(&matched).to_vec()))
+    }
+
+    /// The caller's instance `id` in `region`.
+    pub async fn own_instance(&self, caller: AccountId, region: &Region, id: &str) -> Result<Instance, InstanceError> {
+        let parsed = InstanceId::parse(id).map_err(|_| InstanceError::InstanceMalformed(id.to_owned()))?;
+        self.store()
+            .get_instance(&parsed)
+            .await?
+            .filter(|i| i.owner == caller && i.region == region.region)
+            .ok_or_else(|| InstanceError::InstanceNotFound(id.to_owned()))
+    }
+
+    /// `StartInstances`, `StopInstances`, `RebootInstances`, `TerminateInstances`: every named
+    /// instance must allow `op`; then all begin it at once, or none does.
+    pub async fn operate_instances(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        ids: &[String],
+        op: InstanceOp,
+        request_id: &str,
+    ) -> Result<(), InstanceError> {
+        let parsed = parse_ids(ids)?;
+        let mut instances = Vec::with_capacity(parsed.len());
+        for id in &parsed {
+            if instances.iter().any(|i: &Instance| &i.id == id) {
+                continue;
+            }
+            let mut instance = self.own_instance(caller, region, id.as_str()).await?;
+            check_operation(&instance, op)?;
+            instance.begin(op, request_id);
+            instances.push(instance);
+        }
+        let params = InstanceJob { op: op.as_str().into(), instances: parsed, image: None };
+        self.begin(region, caller, &instances, &params).await
+    }
+
+    async fn begin(
+        &self,
+        region: &Region,
+        caller: AccountId,
+        instances: &[Instance],
+        params: &InstanceJob,
+    ) -> Result<(), InstanceError> {
+        let job = self.instance_job("instance", region, caller, params)?;
+        match self.store().begin_operation(instances, &job).await? {
+            Ok(_) => {
+                self.wake_workers();
+                Ok(())
+            }
+            Err(Refused::Busy) => Err(InstanceRuleError::Busy.into()),
+            Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
+        }
+    }
+
+    /// `ResetInstance`: reinstalls the system disk from `image_id` (default: the instance's
+    /// current image), which the caller must be able to launch from.
+    pub async fn reset_instance(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        id: &str,
+        image_id: Option<&str>,
+        request_id: &str,
+    ) -> Result<(), InstanceError> {
+        let mut instance = self.own_instance(caller, region, id).await?;
+        check_operation(&instance, InstanceOp::Reset)?;
+        let current = instance.image_id.to_string();
+        let image = self.launchable_image(caller, region, image_id.unwrap_or(&current)).await?;
+        check_system_disk(Some(instance.system_disk_gib.max(image.size_gib)), image.size_gib)?;
+        instance.begin(InstanceOp::Reset, request_id);
+        let params = InstanceJob {
+            op: InstanceOp::Reset.as_str().into(),
+            instances: vec![instance.id.clone()],
+            image: Some(image.id),
+        };
+        self.begin(region, caller, std::slice::from_ref(&instance), &params).await
+    }
+
+    /// The job that makes launched instances' disks and starts them.
+    pub(crate) async fn run_launch(&self, job: &JobRecord) -> Result<String, JobFailure> {
+        let params = job_params(job)?;
+        let image = params.image.clone().ok_or_else(|| JobFailure::permanent("launch job without an image"))?;
+        let base = match self.base_of(&image).await {
+            Ok(base) => Some(base),
+            Err(f) if f.permanent => None,
+            Err(f) => return Err(f),
+        };
+        let mut launched = 0;
+        for id in &params.instances {
+            let Some(mut instance) = self.store().get_instance(id).await.map_err(JobFailure::retry)? else { continue };
+            if instance.state != InstanceState::Pending {
+                continue; // finished before a crash
+            }
+            match &base {
+                Some(base) => {
+                    self.make_system_disk(&mut instance, base).await?;
+                    instance.end(InstanceState::Running, None);
+                    launched += 1;
+                }
+                None => instance.end(InstanceState::LaunchFailed, Some(format!("the image {image} has no bytes"))),
+            }
+            self.store().put_instances(std::slice::from_ref(&instance)).await.map_err(JobFailure::retry)?;
+        }
+        Ok(serde_json::json!({ "Launched": launched }).to_string())
+    }
+
+    /// The job that carries out start, stop, reboot, reset and terminate.
+    pub(crate) async fn run_instance_op(&self, job: &JobRecord) -> Result<String, JobFailure> {
+        let params = job_params(job)?;
+        let op = InstanceOp::parse(&params.op).ok_or_else(|| JobFailure::permanent("unknown instance operation"))?;
+        for id in &params.instances {
+            let Some(mut instance) = self.store().get_instance(id).await.map_err(JobFailure::retry)? else { continue };
+            if !instance.busy() || instance.latest_operation != Some(op) {
+                continue; // finished before a crash
+            }
+            match op {
+                InstanceOp::Terminate => {
+                    let dir = self.instance_disk_path(id).parent().map(PathBuf::from).unwrap_or_default();
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            return Err(JobFailure::retry(e));
+                        }
+                    }
+                    self.store().delete_instance(id).await.map_err(JobFailure::retry)?;
+                    continue;
+                }
+                InstanceOp::Reset => {
+                    let image_id =
+                        params.image.clone().ok_or_else(|| JobFailure::permanent("reset without an image"))?;
+                    let image = self
+                        .store()
+                        .get_image(&image_id)
+                        .await
+                        .map_err(JobFailure::retry)?
+                        .ok_or_else(|| JobFailure::permanent(format!("the image {image_id} was deleted")))?;
+                    let base = self.base_of(&image_id).await?;
+                    self.make_system_disk(&mut instance, &base).await?;
+                    instance.image_id = image_id;
+                    instance.os_name = image.os_name;
+                }
+                _ => {}
+            }
+            let prior = instance.state;
+            instance.end(final_state(op, prior), None);
+            self.store().put_instances(std::slice::from_ref(&instance)).await.map_err(JobFailure::retry)?;
+        }
+        Ok("{}".into())
+    }
+
+    /// Ends the operations of a job that was given up: launches fail, other operations leave
+    /// the instance as it was (reset: with its old disk), marked FAILED with the reason.
+    pub(crate) async fn fail_instances(&self, job: &JobRecord, message: &str) {
+        let Ok(params) = job_params(job) else { return };
+        for id in &params.instances {
+            let Ok(Some(mut instance)) = self.store().get_instance(id).await else { continue };
+            if !instance.busy() {
+                continue;
+            }
+            let state = match instance.state {
+                InstanceState::Pending => InstanceState::LaunchFailed,
+                InstanceState::Starting => InstanceState::Stopped,
+                InstanceState::Stopping | InstanceState::Rebooting | InstanceState::Terminating => {
+                    InstanceState::Running
+                }
+                other => other,
+            };
+            instance.end(state, Some(message.to_owned()));
+            if let Err(e) = self.store().put_instances(std::slice::from_ref(&instance)).await {
+                tracing::warn!(instance = %id, "marking the instance's operation failed: {e}");
+            }
+        }
+    }
+
+    /// An instance's system disk for an operator (to attach to QEMU or libvirt): its path and
+    /// format, once it exists.
+    pub async fn instance_disk(&self, id: &str) -> Result<(PathBuf, &'static str), InstanceError> {
+        let parsed = InstanceId::parse(id).map_err(|_| InstanceError::InstanceMalformed(id.to_owned()))?;
+        let instance =
+            self.store().get_instance(&parsed).await?.ok_or_else(|| InstanceError::InstanceNotFound(id.to_owned()))?;
+        let path = self.instance_disk_path(&instance.id);
+        if instance.disk_base.is_none() || !path.is_file() {
+            return Err(InstanceError::Rule(InstanceRuleError::State(instance.state)));
+        }
+        Ok((path, "qcow2"))
+    }
+}
+
+pub(crate) fn job_params(job: &JobRecord) -> Result<InstanceJob, JobFailure> {
+    serde_json::from_str(&job.params).map_err(|e| JobFailure::permanent(format!("bad job parameters: {e}")))
+}
