@@ -27,20 +27,22 @@ pub(crate) struct Ctx<'a> {
     pub(crate) service: &'a Service,
     pub(crate) caller: AccountId,
     pub(crate) region: Option<&'a Region>,
+    /// This request's `RequestId` (instances record the request behind their latest operation).
+    pub(crate) request_id: &'a str,
 }
 
 impl Ctx<'_> {
-    fn region(&self) -> Result<&Region, ApiError> {
+    pub(crate) fn region(&self) -> Result<&Region, ApiError> {
         self.region.ok_or_else(|| ApiError::missing("Region"))
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, ApiError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(params: Value) -> Result<T, ApiError> {
     // The schema has already checked names and types, so this only fails on a schema bug.
     serde_json::from_value(params).map_err(|e| ApiError::invalid_parameter("body", &e.to_string()))
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal(&e))
 }
 
@@ -80,7 +82,7 @@ struct MarketOut<'a> {
 /// show (OS type, release status, kernel, remarks, licence fee, share origin, review status).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct ImageOut<'a> {
+pub(crate) struct ImageOut<'a> {
     image_id: &'a str,
     os_name: &'a str,
     image_type: &'static str,
@@ -118,7 +120,7 @@ struct ImageOut<'a> {
     progress: Option<u8>,
 }
 
-fn image_out<'a>(image: &'a Image, seen: ImageType, region: &Region) -> ImageOut<'a> {
+pub(crate) fn image_out<'a>(image: &'a Image, seen: ImageType, region: &Region) -> ImageOut<'a> {
     let creator = match (image.kind, image.owner, &image.market) {
         (ImageKind::Market, _, Some(m)) => m.provider.clone(),
         (_, Some(owner), _) => owner.to_string(),
@@ -267,7 +269,7 @@ pub(crate) fn describe_zones(ctx: &Ctx<'_>) -> Result<Vec<u8>, ApiError> {
     })
 }
 
-const TAG_SPEC: &[Field] = &[req("ResourceType", Ty::Str), req("Tags", Ty::List(&Ty::Obj(TAG)))];
+pub(crate) const TAG_SPEC: &[Field] = &[req("ResourceType", Ty::Str), req("Tags", Ty::List(&Ty::Obj(TAG)))];
 const DATA_DISK: &[Field] = &[req("ImageUrl", Ty::Str)];
 
 /// `ImportImage` parameters (`ImageFormat` is an imaged extension: the declared format).
@@ -312,7 +314,7 @@ struct TagIn {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TagSpecIn {
+pub(crate) struct TagSpecIn {
     resource_type: String,
     tags: Vec<TagIn>,
 }
@@ -336,13 +338,14 @@ struct ImportImageRequest {
     image_format: Option<String>,
 }
 
-fn tags_of(specs: Option<Vec<TagSpecIn>>) -> Result<Vec<imaged_domain::Tag>, ApiError> {
+/// The tags of a `TagSpecification` whose resource type must be `resource` (`image`, `instance`).
+pub(crate) fn tags_of(specs: Option<Vec<TagSpecIn>>, resource: &str) -> Result<Vec<imaged_domain::Tag>, ApiError> {
     let mut tags = Vec::new();
     for spec in specs.unwrap_or_default() {
-        if spec.resource_type != "image" {
+        if spec.resource_type != resource {
             return Err(ApiError::invalid_value(
                 code::INVALID_PARAMETER_VALUE,
-                format!("TagSpecification.ResourceType must be `image`, not `{}`.", spec.resource_type),
+                format!("TagSpecification.ResourceType must be `{resource}`, not `{}`.", spec.resource_type),
             ));
         }
         tags.extend(spec.tags.into_iter().map(|t| imaged_domain::Tag { key: t.key, value: t.value }));
@@ -393,7 +396,7 @@ pub(crate) async fn import_image(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>
         license_type: req.license_type,
         boot_mode: req.boot_mode,
         family: req.image_family,
-        tags: tags_of(req.tag_specification)?,
+        tags: tags_of(req.tag_specification, "image")?,
         dry_run: req.dry_run.unwrap_or(false),
     };
     let id = ctx.service.import_image(ctx.caller, region, request).await.map_err(import_error)?;

@@ -99,6 +99,64 @@ pub mod code {
     pub const INVALID_FILE_NAME_PREFIX_LIST: &str = "InvalidParameterValue.InvalidFileNamePrefixList";
     /// No such upload.
     pub const RESOURCE_NOT_FOUND: &str = "ResourceNotFound";
+    /// Malformed instance id.
+    pub const INVALID_INSTANCE_ID_MALFORMED: &str = "InvalidInstanceId.Malformed";
+    /// No such instance.
+    pub const INVALID_INSTANCE_ID_NOT_FOUND: &str = "InvalidInstanceId.NotFound";
+    /// The zone is not in the region.
+    pub const INVALID_ZONE_MISMATCH_REGION: &str = "InvalidZone.MismatchRegion";
+    /// Another operation is in progress on the instance.
+    pub const INSTANCE_OPERATION_IN_PROGRESS: &str = "OperationDenied.InstanceOperationInProgress";
+    /// Instance name too long.
+    pub const INVALID_INSTANCE_NAME_TOO_LONG: &str = "InvalidInstanceName.TooLong";
+    /// The image's state forbids the operation (delete, modify).
+    pub const INVALID_IMAGE_ID_INCORRECT_STATE: &str = "InvalidImageId.IncorrectState";
+    /// The image is shared with other accounts.
+    pub const INVALID_IMAGE_ID_IN_SHARED: &str = "InvalidImageId.InShared";
+    /// The image may not be used for this operation (public, marketplace).
+    pub const INVALID_PARAMETER_VALUE_INVALID_IMAGE_ID: &str = "InvalidParameterValue.InvalidImageId";
+    /// The id is of an image shared with the caller.
+    pub const INVALID_IMAGE_ID_IS_SHARED: &str = "InvalidParameterValue.InvalidImageIdIsShared";
+    /// A received shared image cannot be modified.
+    pub const SHARED_IMAGE_MODIFY_UNSUPPORTED: &str = "UnsupportedOperation.SharedImageModifyUnsupported";
+    /// One of an either/or pair is missing.
+    pub const INVALID_PARAMETER_SPECIFY_ONE: &str = "InvalidParameter.SpecifyOneParameter";
+    /// A value out of range.
+    pub const INVALID_PARAMETER_VALUE_RANGE: &str = "InvalidParameterValue.Range";
+    /// The instance's state forbids the operation, one code per state.
+    pub const INSTANCE_STATE_PENDING: &str = "UnsupportedOperation.InstanceStatePending";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_LAUNCH_FAILED: &str = "UnsupportedOperation.InstanceStateLaunchFailed";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_RUNNING: &str = "UnsupportedOperation.InstanceStateRunning";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_STOPPED: &str = "UnsupportedOperation.InstanceStateStopped";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_STARTING: &str = "UnsupportedOperation.InstanceStateStarting";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_STOPPING: &str = "UnsupportedOperation.InstanceStateStopping";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_REBOOTING: &str = "UnsupportedOperation.InstanceStateRebooting";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_SHUTDOWN: &str = "UnsupportedOperation.InstanceStateShutdown";
+    /// See [`INSTANCE_STATE_PENDING`].
+    pub const INSTANCE_STATE_TERMINATING: &str = "UnsupportedOperation.InstanceStateTerminating";
+
+    /// The code for an operation refused in `state`.
+    pub fn instance_state(state: imaged_domain::instance::InstanceState) -> &'static str {
+        use imaged_domain::instance::InstanceState as S;
+        match state {
+            S::Pending => INSTANCE_STATE_PENDING,
+            S::LaunchFailed => INSTANCE_STATE_LAUNCH_FAILED,
+            S::Running => INSTANCE_STATE_RUNNING,
+            S::Stopped => INSTANCE_STATE_STOPPED,
+            S::Starting => INSTANCE_STATE_STARTING,
+            S::Stopping => INSTANCE_STATE_STOPPING,
+            S::Rebooting => INSTANCE_STATE_REBOOTING,
+            S::Shutdown => INSTANCE_STATE_SHUTDOWN,
+            S::Terminating => INSTANCE_STATE_TERMINATING,
+        }
+    }
 
     /// Every code above, for documentation and tests.
     pub const ALL: &[&str] = &[
@@ -148,6 +206,27 @@ pub mod code {
         INVALID_INSTANCE_TYPE_MALFORMED,
         INVALID_REGION_NOT_FOUND,
         INVALID_REGION_UNAVAILABLE,
+        INVALID_INSTANCE_ID_MALFORMED,
+        INVALID_INSTANCE_ID_NOT_FOUND,
+        INVALID_ZONE_MISMATCH_REGION,
+        INSTANCE_OPERATION_IN_PROGRESS,
+        INVALID_INSTANCE_NAME_TOO_LONG,
+        INVALID_IMAGE_ID_INCORRECT_STATE,
+        INVALID_IMAGE_ID_IN_SHARED,
+        INVALID_PARAMETER_VALUE_INVALID_IMAGE_ID,
+        INVALID_IMAGE_ID_IS_SHARED,
+        SHARED_IMAGE_MODIFY_UNSUPPORTED,
+        INVALID_PARAMETER_SPECIFY_ONE,
+        INVALID_PARAMETER_VALUE_RANGE,
+        INSTANCE_STATE_PENDING,
+        INSTANCE_STATE_LAUNCH_FAILED,
+        INSTANCE_STATE_RUNNING,
+        INSTANCE_STATE_STOPPED,
+        INSTANCE_STATE_STARTING,
+        INSTANCE_STATE_STOPPING,
+        INSTANCE_STATE_REBOOTING,
+        INSTANCE_STATE_SHUTDOWN,
+        INSTANCE_STATE_TERMINATING,
     ];
 }
 
@@ -244,6 +323,7 @@ impl From<QueryError> for ApiError {
             QueryError::TooManyFilters | QueryError::TooManyIds => code::INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
             QueryError::NoValues(_) | QueryError::BadImageType(_) => code::INVALID_PARAMETER_VALUE,
             QueryError::MalformedImageId(_) => code::INVALID_IMAGE_ID_MALFORMED,
+            QueryError::MalformedInstanceId(_) => code::INVALID_INSTANCE_ID_MALFORMED,
             QueryError::LimitTooLarge => code::INVALID_PARAMETER_VALUE_LIMIT,
         };
         Self::invalid_value(c, e.to_string())

@@ -10,6 +10,7 @@
 //!
 //! This crate parses and answers; the use cases live in `imaged-app`.
 
+mod compute;
 mod cvm;
 pub mod error;
 pub mod params;

@@ -16,10 +16,12 @@ use imaged_app::Service;
 use imaged_domain::time::Timestamp;
 use tokio::net::TcpListener;
 
+use crate::compute;
 use crate::cvm::{self, Ctx};
 use crate::error::{code, ApiError, Language};
 use crate::params::{self, Field};
 use crate::tc3::{self, Authorization, SignedRequest};
+use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
 pub const MAX_POST_BYTES: usize = 10 * 1024 * 1024;
@@ -47,6 +49,18 @@ enum ActionId {
     ExportImages,
     DescribeImportImageOs,
     DescribeImageTasks,
+    RunInstances,
+    DescribeInstances,
+    DescribeInstancesStatus,
+    StartInstances,
+    StopInstances,
+    RebootInstances,
+    ResetInstance,
+    TerminateInstances,
+    CreateImage,
+    ModifyImageAttribute,
+    DeleteImages,
+    DescribeImageFromFamily,
 }
 
 struct Action {
@@ -58,71 +72,47 @@ struct Action {
     id: ActionId,
 }
 
+/// A CVM `2017-03-12` action.
+const fn cvm_action(name: &'static str, params: &'static [Field], region: RegionUse, id: ActionId) -> Action {
+    Action { service: "cvm", version: "2017-03-12", name, params, region, id }
+}
+
 const ACTIONS: &[Action] = &[
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "DescribeImages",
-        params: cvm::DESCRIBE_IMAGES,
-        region: RegionUse::Required,
-        id: ActionId::DescribeImages,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "DescribeImageQuota",
-        params: cvm::NONE,
-        region: RegionUse::Required,
-        id: ActionId::DescribeImageQuota,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "DescribeRegions",
-        params: cvm::NONE,
-        region: RegionUse::Ignored,
-        id: ActionId::DescribeRegions,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "DescribeZones",
-        params: cvm::NONE,
-        region: RegionUse::Required,
-        id: ActionId::DescribeZones,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "ImportImage",
-        params: cvm::IMPORT_IMAGE,
-        region: RegionUse::Required,
-        id: ActionId::ImportImage,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "ExportImages",
-        params: cvm::EXPORT_IMAGES,
-        region: RegionUse::Required,
-        id: ActionId::ExportImages,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "DescribeImportImageOs",
-        params: cvm::NONE,
-        region: RegionUse::Required,
-        id: ActionId::DescribeImportImageOs,
-    },
-    Action {
-        service: "cvm",
-        version: "2017-03-12",
-        name: "DescribeImageTasks",
-        params: cvm::DESCRIBE_IMAGE_TASKS,
-        region: RegionUse::Ignored,
-        id: ActionId::DescribeImageTasks,
-    },
+    cvm_action("DescribeImages", cvm::DESCRIBE_IMAGES, RegionUse::Required, ActionId::DescribeImages),
+    cvm_action("DescribeImageQuota", cvm::NONE, RegionUse::Required, ActionId::DescribeImageQuota),
+    cvm_action("DescribeRegions", cvm::NONE, RegionUse::Ignored, ActionId::DescribeRegions),
+    cvm_action("DescribeZones", cvm::NONE, RegionUse::Required, ActionId::DescribeZones),
+    cvm_action("ImportImage", cvm::IMPORT_IMAGE, RegionUse::Required, ActionId::ImportImage),
+    cvm_action("ExportImages", cvm::EXPORT_IMAGES, RegionUse::Required, ActionId::ExportImages),
+    cvm_action("DescribeImportImageOs", cvm::NONE, RegionUse::Required, ActionId::DescribeImportImageOs),
+    cvm_action("DescribeImageTasks", cvm::DESCRIBE_IMAGE_TASKS, RegionUse::Ignored, ActionId::DescribeImageTasks),
+    cvm_action("RunInstances", compute::RUN_INSTANCES, RegionUse::Required, ActionId::RunInstances),
+    cvm_action("DescribeInstances", compute::DESCRIBE_INSTANCES, RegionUse::Required, ActionId::DescribeInstances),
+    cvm_action(
+        "DescribeInstancesStatus",
+        compute::DESCRIBE_INSTANCES_STATUS,
+        RegionUse::Required,
+        ActionId::DescribeInstancesStatus,
+    ),
+    cvm_action("StartInstances", compute::START_INSTANCES, RegionUse::Required, ActionId::StartInstances),
+    cvm_action("StopInstances", compute::STOP_INSTANCES, RegionUse::Required, ActionId::StopInstances),
+    cvm_action("RebootInstances", compute::REBOOT_INSTANCES, RegionUse::Required, ActionId::RebootInstances),
+    cvm_action("ResetInstance", compute::RESET_INSTANCE, RegionUse::Required, ActionId::ResetInstance),
+    cvm_action("TerminateInstances", compute::TERMINATE_INSTANCES, RegionUse::Required, ActionId::TerminateInstances),
+    cvm_action("CreateImage", compute::CREATE_IMAGE, RegionUse::Required, ActionId::CreateImage),
+    cvm_action(
+        "ModifyImageAttribute",
+        compute::MODIFY_IMAGE_ATTRIBUTE,
+        RegionUse::Required,
+        ActionId::ModifyImageAttribute,
+    ),
+    cvm_action("DeleteImages", compute::DELETE_IMAGES, RegionUse::Required, ActionId::DeleteImages),
+    cvm_action(
+        "DescribeImageFromFamily",
+        compute::DESCRIBE_IMAGE_FROM_FAMILY,
+        RegionUse::Required,
+        ActionId::DescribeImageFromFamily,
+    ),
 ];
 
 /// Builds the router over `service`.
@@ -195,7 +185,7 @@ async fn api(State(service): State<Service>, req: Request<Body>) -> Response {
     let lang = Language::from_header(req.headers().get("x-tc-language").and_then(|v| v.to_str().ok()));
     let id = request_id();
     // Run the request in its own task: a panic anywhere becomes an InternalError envelope.
-    let result = match tokio::spawn(handle(service, req)).await {
+    let result = match tokio::spawn(handle(service, req, id.clone())).await {
         Ok(result) => result,
         Err(e) => Err(ApiError::internal(&format!("request task failed: {e}"))),
     };
@@ -229,7 +219,7 @@ fn now() -> i64 {
     imaged_app::service::now().0
 }
 
-async fn handle(service: Service, req: Request<Body>) -> Result<Vec<u8>, ApiError> {
+async fn handle(service: Service, req: Request<Body>, request_id: String) -> Result<Vec<u8>, ApiError> {
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str();
     if parts.method != Method::GET && parts.method != Method::POST {
@@ -292,7 +282,7 @@ async fn handle(service: Service, req: Request<Body>) -> Result<Vec<u8>, ApiErro
         }
     };
 
-    let ctx = Ctx { service: &service, caller: auth.0, region: region.as_ref() };
+    let ctx = Ctx { service: &service, caller: auth.0, region: region.as_ref(), request_id: &request_id };
     match action.id {
         ActionId::DescribeImages => cvm::describe_images(&ctx, params).await,
         ActionId::DescribeImageQuota => cvm::describe_image_quota(&ctx).await,
@@ -302,6 +292,18 @@ async fn handle(service: Service, req: Request<Body>) -> Result<Vec<u8>, ApiErro
         ActionId::ExportImages => cvm::export_images(&ctx, params).await,
         ActionId::DescribeImportImageOs => cvm::describe_import_image_os(),
         ActionId::DescribeImageTasks => cvm::describe_image_tasks(&ctx, params).await,
+        ActionId::RunInstances => compute::run_instances(&ctx, params).await,
+        ActionId::DescribeInstances => compute::describe_instances(&ctx, params).await,
+        ActionId::DescribeInstancesStatus => compute::describe_instances_status(&ctx, params).await,
+        ActionId::StartInstances => compute::operate(&ctx, params, InstanceOp::Start).await,
+        ActionId::StopInstances => compute::operate(&ctx, params, InstanceOp::Stop).await,
+        ActionId::RebootInstances => compute::operate(&ctx, params, InstanceOp::Reboot).await,
+        ActionId::TerminateInstances => compute::operate(&ctx, params, InstanceOp::Terminate).await,
+        ActionId::ResetInstance => compute::reset_instance(&ctx, params).await,
+        ActionId::CreateImage => compute::create_image(&ctx, params).await,
+        ActionId::ModifyImageAttribute => compute::modify_image_attribute(&ctx, params).await,
+        ActionId::DeleteImages => compute::delete_images(&ctx, params).await,
+        ActionId::DescribeImageFromFamily => compute::describe_image_from_family(&ctx, params).await,
     }
 }
 
