@@ -437,7 +437,8 @@ struct CreateImageRequest {
     image_name: String,
     instance_id: Option<String>,
     image_description: Option<String>,
-    force_poweroff: Option<bool>,
+    /// `"true"`/`"false"`, normalised by the schema (`BoolStr`).
+    force_poweroff: Option<String>,
     data_disk_ids: Option<Vec<String>>,
     snapshot_ids: Option<Vec<String>>,
     dry_run: Option<bool>,
@@ -467,7 +468,7 @@ pub(crate) async fn create_image(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>
         name: req.image_name,
         instance_id,
         description: req.image_description,
-        force_poweroff: req.force_poweroff.unwrap_or(false),
+        force_poweroff: req.force_poweroff.as_deref() == Some("true"),
         family: req.image_family,
         tags: tags_of(req.tag_specification, "image")?,
         dry_run: req.dry_run.unwrap_or(false),

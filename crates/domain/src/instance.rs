@@ -436,11 +436,11 @@ mod tests {
 
     #[test]
     fn batch_names_follow_the_patterns_and_suffix_plain_names() {
-        assert_eq!(batch_names(None, 1).unwrap(), ["未命名"]);
-        assert_eq!(batch_names(Some("web"), 3).unwrap(), ["web1", "web2", "web3"]);
-        assert_eq!(batch_names(Some("web"), 1).unwrap(), ["web"]);
-        assert_eq!(batch_names(Some("node-{R:7}"), 2).unwrap(), ["node-7", "node-8"]);
-        assert_eq!(batch_names(Some("n{R:9,F:3}-x"), 2).unwrap(), ["n009-x", "n010-x"]);
+        assert_eq!(batch_names(None, 1).expect("names"), ["未命名"]);
+        assert_eq!(batch_names(Some("web"), 3).expect("names"), ["web1", "web2", "web3"]);
+        assert_eq!(batch_names(Some("web"), 1).expect("names"), ["web"]);
+        assert_eq!(batch_names(Some("node-{R:7}"), 2).expect("names"), ["node-7", "node-8"]);
+        assert_eq!(batch_names(Some("n{R:9,F:3}-x"), 2).expect("names"), ["n009-x", "n010-x"]);
         assert!(matches!(batch_names(Some("n{R:x}"), 2), Err(InstanceRuleError::NamePattern(_))));
         assert!(matches!(batch_names(Some("n{R:1"), 2), Err(InstanceRuleError::NamePattern(_))));
         assert_eq!(batch_names(Some(&"a".repeat(61)), 1), Err(InstanceRuleError::NameTooLong));

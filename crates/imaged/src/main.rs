@@ -53,6 +53,9 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Instances' disks (operator).
+    #[command(subcommand)]
+    Instance(InstanceCommand),
     /// Delete stored blocks no image references any more (operator).
     Gc {
         /// Keep unreferenced blocks younger than this many seconds.
@@ -171,6 +174,18 @@ enum AccountCommand {
         /// The quota; omit to return to the configured default.
         #[arg(long)]
         quota: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstanceCommand {
+    /// Print an instance's system disk as {"path", "format"}, for attaching it to QEMU or
+    /// libvirt (a qcow2 overlay on a read-only base; never write the base).
+    Disk {
+        /// The instance id (ins-…).
+        instance_id: String,
         #[command(flatten)]
         common: Common,
     },
@@ -399,6 +414,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("damaged or missing blocks found");
             }
             Ok(())
+        }
+        Command::Instance(InstanceCommand::Disk { instance_id, common }) => {
+            let svc = open_service(&load(&common, None)?).await?;
+            let (path, format) = svc.instance_disk(&instance_id).await?;
+            print_json(&serde_json::json!({ "path": path, "format": format }))
         }
         Command::Gc { grace_secs, common } => {
             let svc = open_service(&load(&common, None)?).await?;
