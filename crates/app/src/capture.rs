@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use imaged_chunkstore::Digest;
 use imaged_domain::import::check_family;
 use imaged_domain::instance::{check_operation, final_state, InstanceOp, InstanceRuleError, InstanceState};
 use imaged_domain::rules::{validate_image_description, validate_image_name, NameError};
@@ -180,10 +181,20 @@ impl Service {
             let base = self.load_base(&key)?;
             let region = image.region.clone().unwrap_or_default();
             let store = self.data().region_blocks(&region);
+            // While the instance's image holds this very manifest in this region, its blocks are
+            // referenced there, so present; otherwise (a public base, a deleted image) each
+            // unchanged block is looked up, and copied from the base when missing.
+            let base_present = self
+                .store()
+                .get_manifest(&instance.image_id)
+                .await
+                .map_err(JobFailure::retry)?
+                .is_some_and(|m| m.region == region && Digest::of(&m.manifest).to_hex() == key);
             let source = IngestSource::Overlay {
                 top: self.instance_disk_path(&instance.id),
                 base: base.path.clone(),
                 base_manifest: Arc::clone(&base.manifest),
+                base_present,
             };
             let (manifest, stats) = ingest(source, store.clone(), Arc::clone(self.store()), region, progress)
                 .await

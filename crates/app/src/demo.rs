@@ -93,7 +93,7 @@ impl Service {
             source_format: format.as_str().to_owned(),
             virtual_size: stats.virtual_size,
         };
-        self.store().attach_manifest(&image, &record).await.map_err(JobFailure::retry)
+        self.store().attach_manifest(&image, &record).await.map(|_| ()).map_err(JobFailure::retry)
     }
 
     /// Generates and stores demo disks for catalogue images that have no bytes yet.

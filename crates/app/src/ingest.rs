@@ -100,6 +100,9 @@ pub enum IngestSource {
         base: PathBuf,
         /// The base's manifest.
         base_manifest: Arc<Manifest>,
+        /// Every block of the base is known to be in the target store (an image with that
+        /// manifest is attached there), so none needs looking up.
+        base_present: bool,
     },
 }
 
@@ -126,11 +129,11 @@ pub async fn ingest(
             let qcow = imaged_diskfmt::Qcow2Reader::open(&reader).map_err(DiskError::from)?;
             produce(&DiskReader::Qcow2(qcow), &tx, &producer_progress, &|_| false)
         }
-        IngestSource::Overlay { top, base, base_manifest } => {
+        IngestSource::Overlay { top, base, base_manifest, base_present } => {
             let (top, base) = (File::open(&top).map_err(DiskError::from)?, File::open(&base).map_err(DiskError::from)?);
             let top = imaged_diskfmt::Qcow2Reader::open_overlay(&top).map_err(DiskError::from)?;
             let reader = DiskReader::Overlay { top, base: &base, base_manifest: &base_manifest };
-            let have = |d: &Digest| handle.block_on(target.contains(d)).unwrap_or(false);
+            let have = |d: &Digest| base_present || handle.block_on(target.contains(d)).unwrap_or(false);
             produce(&reader, &tx, &producer_progress, &have)
         }
     });

@@ -265,8 +265,10 @@ pub trait BlockRefStore: Send + Sync {
     /// `now`: unreferenced blocks touched after a GC cutoff are not collected.
     async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()>;
     /// In one transaction: stores the manifest, adds one reference to each of its blocks, and
-    /// replaces the image document with `image`.
-    async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<()>;
+    /// replaces the image document with `image`. Returns the blocks that had no reference
+    /// before: only those can have been collected since they were written (a referenced block
+    /// is never collected), so only those need checking for presence.
+    async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<Vec<String>>;
     /// The manifest of an image.
     async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>>;
     /// Every manifest in a region (fsck).

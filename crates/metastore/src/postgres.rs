@@ -416,7 +416,7 @@ impl BlockRefStore for PostgresStore {
         .map_err(db_err)
     }
 
-    async fn attach_manifest(&self, image: &Image, m: &ManifestRecord) -> Result<()> {
+    async fn attach_manifest(&self, image: &Image, m: &ManifestRecord) -> Result<Vec<String>> {
         let blocks = serde_json::to_string(&m.blocks).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
@@ -426,16 +426,19 @@ impl BlockRefStore for PostgresStore {
         )
         .await
         .map_err(db_err)?;
-        tx.execute(
-            "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
-             SELECT $1, d, 1, 0, EXTRACT(EPOCH FROM now())::BIGINT FROM UNNEST($2::TEXT[]) AS t(d)
-             ON CONFLICT (region, digest) DO UPDATE SET refs = blocks.refs + 1",
-            &[&m.region, &m.blocks],
-        )
-        .await
-        .map_err(db_err)?;
+        let rows = tx
+            .query(
+                "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
+                 SELECT $1, d, 1, 0, EXTRACT(EPOCH FROM now())::BIGINT FROM UNNEST($2::TEXT[]) AS t(d)
+                 ON CONFLICT (region, digest) DO UPDATE SET refs = blocks.refs + 1
+                 RETURNING digest, refs",
+                &[&m.region, &m.blocks],
+            )
+            .await
+            .map_err(db_err)?;
         put_image(&tx, image).await?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(rows.iter().filter(|r| r.get::<_, i64>(1) <= 1).map(|r| r.get(0)).collect())
     }
 
     async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>> {

@@ -441,7 +441,7 @@ impl BlockRefStore for SqliteStore {
             .await
     }
 
-    async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<()> {
+    async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<Vec<String>> {
         let image = image.clone();
         let m = manifest.clone();
         self.writer
@@ -453,20 +453,26 @@ impl BlockRefStore for SqliteStore {
                     params![m.image.as_str(), m.region, m.manifest, blocks, m.source_format, m.virtual_size as i64],
                 )
                 .map_err(db_err)?;
+                let mut fresh = Vec::new();
                 {
                     let mut st = tx
                         .prepare_cached(
                             "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
                              VALUES (?1, ?2, 1, 0, strftime('%s','now'))
-                             ON CONFLICT (region, digest) DO UPDATE SET refs = refs + 1",
+                             ON CONFLICT (region, digest) DO UPDATE SET refs = refs + 1
+                             RETURNING refs",
                         )
                         .map_err(db_err)?;
                     for digest in &m.blocks {
-                        st.execute(params![m.region, digest]).map_err(db_err)?;
+                        let refs: i64 = st.query_row(params![m.region, digest], |r| r.get(0)).map_err(db_err)?;
+                        if refs <= 1 {
+                            fresh.push(digest.clone());
+                        }
                     }
                 }
                 put_image(&tx, &image)?;
-                tx.commit().map_err(db_err)
+                tx.commit().map_err(db_err)?;
+                Ok(fresh)
             })
             .await
     }

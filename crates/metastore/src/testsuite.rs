@@ -211,8 +211,10 @@ async fn manifests_count_block_references_and_gc_takes_only_old_unreferenced_blo
     };
     let mut normal = first.clone();
     normal.state = ImageState::Normal;
-    store.attach_manifest(&normal, &record(&first, vec![a.clone(), b.clone()])).await.expect("attach");
-    store.attach_manifest(&second, &record(&second, vec![a.clone()])).await.expect("attach");
+    let fresh = store.attach_manifest(&normal, &record(&first, vec![a.clone(), b.clone()])).await.expect("attach");
+    assert_eq!(sorted(fresh), [a.clone(), b.clone()], "both blocks were unreferenced");
+    let fresh = store.attach_manifest(&second, &record(&second, vec![a.clone()])).await.expect("attach");
+    assert!(fresh.is_empty(), "a was referenced by the first manifest already");
     assert_eq!(store.get_manifest(&first.id).await.expect("db"), Some(record(&first, vec![a.clone(), b.clone()])));
     assert_eq!(store.get_image(&first.id).await.expect("db").map(|i| i.state), Some(ImageState::Normal));
     assert_eq!(store.region_manifests(region).await.expect("db").len(), 2);
@@ -271,6 +273,11 @@ async fn jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_leas
     store.finish_job(failing, JobState::Failed, None, Some("bucket gone"), Timestamp(902)).await.expect("finish");
     let failed = store.get_job(failing).await.expect("db").expect("job");
     assert_eq!((failed.state, failed.error.as_deref()), (JobState::Failed, Some("bucket gone")));
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
 }
 
 async fn new_account<S: MetaStore>(store: &S, name: &str) -> AccountId {
