@@ -1,0 +1,147 @@
+//! Shared pieces of the benchmark binaries: test images, a server on port 0, timing, and
+//! sizes on disk. Benchmarks are never run in CI.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+/// Runs `f` and returns how long it took, in seconds.
+pub fn timed(label: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    f().with_context(|| label.to_owned())?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Runs a command, failing with its stderr.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Writes a `gib` GiB raw image that is half random data and half zeros (64 MiB runs of each).
+pub fn make_image(path: &Path, gib: u64) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+    let run_len = 64usize << 20;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut random = vec![0u8; run_len];
+    let zeros = vec![0u8; run_len];
+    for i in 0..(gib << 30) / run_len as u64 {
+        if i % 2 == 0 {
+            fill_random(&mut random, &mut state);
+            f.write_all(&random)?;
+        } else {
+            f.write_all(&zeros)?;
+        }
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Fills `buf` with xorshift noise (incompressible) from `state`.
+pub fn fill_random(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_exact_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes());
+    }
+}
+
+/// Apparent bytes of the files under `p`.
+pub fn dir_bytes(p: &Path) -> u64 {
+    walk(p, &|m| m.len())
+}
+
+/// Bytes the files under `p` occupy on disk (sparse holes are not counted).
+pub fn disk_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walk(p, &|m| m.blocks() * 512)
+}
+
+fn walk(p: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
+    std::fs::read_dir(p).map_or(0, |d| {
+        d.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path(), size),
+                Ok(m) => size(&m),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// Peak resident memory of a process, MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A server for a benchmark, killed on drop.
+pub struct BenchServer {
+    /// The `imaged serve` process.
+    pub child: Child,
+    /// The `imaged` executable beside the benchmark.
+    pub exe: std::path::PathBuf,
+    /// A client signed as the administrator (the credentials are also set in the environment
+    /// for `imaged` client commands).
+    pub client: Client,
+}
+
+impl BenchServer {
+    /// Starts `imaged serve` on port 0 over `data` with `config` as its config file.
+    pub fn start(data: &Path, config: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data)?;
+        std::fs::write(data.join("imaged.toml"), config)?;
+        let exe = std::env::current_exe()?.with_file_name("imaged");
+        let mut child = Command::new(&exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("IMAGED_LOG", std::env::var("IMAGED_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut addr = String::new();
+        for line in std::io::BufReader::new(child.stdout.take().context("stdout")?).lines() {
+            if let Some(rest) = line?.strip_prefix("imaged listening on http://") {
+                addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                break;
+            }
+        }
+        let creds: Value = serde_json::from_slice(&std::fs::read(data.join("credentials.json"))?)?;
+        std::env::set_var("TENCENTCLOUD_SECRET_ID", creds["secretId"].as_str().unwrap_or(""));
+        std::env::set_var("TENCENTCLOUD_SECRET_KEY", creds["secretKey"].as_str().unwrap_or(""));
+        std::env::set_var("IMAGED_ENDPOINT", format!("http://{addr}"));
+        Ok(Self { child, exe, client: Client::from_env(None, None)? })
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `DescribeImages` until the image is NORMAL.
+pub async fn wait_normal(c: &Client, id: &str) -> anyhow::Result<()> {
+    loop {
+        let r = c.call("DescribeImages", &json!({"ImageIds": [id]})).await?;
+        match r["ImageSet"][0]["ImageState"].as_str() {
+            Some("NORMAL") => return Ok(()),
+            Some("IMPORTFAILED" | "CREATEFAILED") => bail!("image failed: {}", r["ImageSet"][0]["FailureReason"]),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
