@@ -23,6 +23,8 @@ pub struct DataConfig {
     pub objects: Arc<dyn ObjectStore>,
     /// Directory `file://` import URLs may read from; `None` refuses `file://`.
     pub import_dir: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for `https://` import URLs; `None`: the system's.
+    pub https_ca_file: Option<PathBuf>,
     /// Largest virtual size accepted at import.
     pub max_virtual_size: u64,
     /// Export buckets by name: a local directory each.
@@ -45,6 +47,7 @@ impl DataConfig {
             data_dir: data_dir.to_owned(),
             objects: Arc::new(objects),
             import_dir: None,
+            https_ca_file: None,
             max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
             buckets,
             job_lease_secs: 30,

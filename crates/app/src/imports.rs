@@ -395,7 +395,7 @@ impl Service {
             virtual_size: manifest.virtual_size,
         };
         self.commit_manifest(image, &record, store).await?;
-        tracing::info!(image = %image.id, format = format.as_str(), size = manifest.virtual_size, "import finished");
+        tracing::info!(image = %image.id, format = format.as_str(), size = manifest.virtual_size, "image complete");
         Ok(serde_json::json!({
             "Format": format.as_str(),
             "VirtualSize": manifest.virtual_size,
@@ -405,7 +405,8 @@ impl Service {
     }
 
     /// Attaches a manifest (taking block references, image becomes what `image` says), then
-    /// checks every block is present; if a block vanished (a GC race), undoes the attach.
+    /// checks that every block it newly references is present (a block another manifest
+    /// references was never collected); if one vanished (a GC race), undoes the attach.
     pub(crate) async fn commit_manifest(
         &self,
         image: &Image,
@@ -417,8 +418,8 @@ impl Service {
         if image.source == ImageSource::CreateImage {
             pending.state = ImageState::Creating;
         }
-        self.store().attach_manifest(&pending, record).await.map_err(JobFailure::retry)?;
-        for hex in &record.blocks {
+        let fresh = self.store().attach_manifest(&pending, record).await.map_err(JobFailure::retry)?;
+        for hex in &fresh {
             let digest = Digest::from_hex(hex).ok_or_else(|| JobFailure::permanent("bad digest"))?;
             if !store.contains(&digest).await.map_err(|e| JobFailure::retry(e.to_string()))? {
                 let _ = self.store().detach_manifest(&image.id).await;
@@ -434,7 +435,9 @@ impl Service {
             return self.allowed_file(url).map_err(|e| JobFailure::permanent(e.to_string()));
         }
         let dest = scratch.join("download");
-        crate::http::download(url, &dest, self.data().max_virtual_size).await.map_err(JobFailure::permanent)?;
+        crate::http::download(url, &dest, self.data().max_virtual_size, self.data().https_ca_file.as_deref())
+            .await
+            .map_err(JobFailure::permanent)?;
         Ok(dest)
     }
 }

@@ -8,6 +8,7 @@
 //! | metadata database | | `IMAGED_DATABASE_URL` | `database_url` | SQLite at `DATA_DIR/meta.db` |
 //! | PostgreSQL schema | | `IMAGED_DATABASE_SCHEMA` | `database_schema` | the connection's default |
 //! | `file://` import directory | | `IMAGED_IMPORT_DIR` | `import_dir` | none (`file://` refused) |
+//! | CA bundle for `https://` imports | | `IMAGED_HTTPS_CA_FILE` | `https_ca_file` | the system's |
 //! | job lease, seconds | | `IMAGED_JOB_LEASE_SECS` | `job_lease_secs` | 30 |
 //! | largest virtual size, GiB | | | `max_virtual_size_gib` | 2048 |
 //! | export buckets | | | `[buckets]` name = "dir" | `exports` = `DATA_DIR/buckets/exports` |
@@ -43,6 +44,8 @@ pub struct FileConfig {
     pub database_schema: Option<String>,
     /// Directory `file://` import URLs may read from.
     pub import_dir: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for `https://` import URLs, instead of the system's.
+    pub https_ca_file: Option<PathBuf>,
     /// Seconds a job worker's claim lasts without renewal.
     pub job_lease_secs: Option<u64>,
     /// Largest virtual disk accepted at import, in GiB.
@@ -70,6 +73,8 @@ pub struct Config {
     pub database_schema: Option<String>,
     /// Directory `file://` imports may read from.
     pub import_dir: Option<PathBuf>,
+    /// CA certificates trusted for `https://` imports.
+    pub https_ca_file: Option<PathBuf>,
     /// Job lease in seconds.
     pub job_lease_secs: u64,
     /// Largest virtual disk accepted at import, in bytes.
@@ -129,6 +134,7 @@ impl Config {
         let database_url = env("IMAGED_DATABASE_URL").or(file.database_url);
         let database_schema = env("IMAGED_DATABASE_SCHEMA").or(file.database_schema);
         let import_dir = env("IMAGED_IMPORT_DIR").map(PathBuf::from).or(file.import_dir);
+        let https_ca_file = env("IMAGED_HTTPS_CA_FILE").map(PathBuf::from).or(file.https_ca_file);
         let job_lease_secs = match env("IMAGED_JOB_LEASE_SECS") {
             Some(v) => v.parse().context("IMAGED_JOB_LEASE_SECS must be a number of seconds")?,
             None => file.job_lease_secs.unwrap_or(30),
@@ -145,6 +151,7 @@ impl Config {
             database_url,
             database_schema,
             import_dir,
+            https_ca_file,
             job_lease_secs,
             max_virtual_size,
             buckets: file.buckets,

@@ -1,6 +1,7 @@
 //! The `imaged` binary's library half: configuration and wiring of concrete backends, shared by
 //! the `imaged` command and the benchmark. This is the only crate that picks backends.
 
+pub mod benchkit;
 pub mod client;
 pub mod config;
 
@@ -46,6 +47,7 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     let master_key = MasterKey::load_or_create(&cfg.data_dir)?;
     let mut data = DataConfig::local(&cfg.data_dir).context("preparing the block store")?;
     data.import_dir = cfg.import_dir.clone();
+    data.https_ca_file = cfg.https_ca_file.clone();
     data.job_lease_secs = cfg.job_lease_secs.max(1);
     data.max_virtual_size = cfg.max_virtual_size;
     data.buckets.extend(cfg.buckets.clone());

@@ -508,3 +508,93 @@ fn an_interrupted_upload_resumes_where_the_server_stopped() {
     );
     assert_eq!(other["error"], "InvalidParameter.InvalidParameterUrlError", "an upload is its owner's only");
 }
+
+/// A static file server (Python's `http.server`) on 127.0.0.1:0, HTTPS when given a certificate
+/// and key; killed on drop.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Self {
+        let wrap = match tls {
+            Some((cert, key)) => format!(
+                "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nsrv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        let script = format!(
+            "import functools, http.server, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory='{}')\nsrv = http.server.HTTPServer(('127.0.0.1', 0), h)\n{wrap}print(srv.server_address[1], flush=True)\nsrv.serve_forever()\n",
+            dir.display()
+        );
+        let mut child = Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line)
+            .expect("port");
+        Self { child, port: line.trim().parse().expect("port number") }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn import_url(server: &Server, url: &str, name: &str) -> Value {
+    let r = server.python(
+        &server.admin,
+        &format!(
+            r#"result = call(client(), "ImportImage", {{"ImageUrl": "{url}", "ImageName": "{name}",
+                "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64"}})"#
+        ),
+    );
+    let id = r["ok"]["ImageId"].as_str().unwrap_or_else(|| panic!("ImportImage {url}: {r}")).to_owned();
+    wait_settled(server, &server.admin, &id)
+}
+
+#[test]
+fn images_are_imported_from_http_and_verified_https_urls() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let raw = raw_fixture(work.path(), "served.raw", 21);
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    let openssl = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let plain = FileServer::start(work.path(), None);
+    let tls = FileServer::start(work.path(), Some((&cert, &key)));
+
+    let config = format!("https_ca_file = \"{}\"\n", cert.display());
+    let server = Server::start_with(Backend::Sqlite, "https", &config).expect("sqlite");
+    for (scheme, port) in [("http", plain.port), ("https", tls.port)] {
+        let img = import_url(&server, &format!("{scheme}://127.0.0.1:{port}/served.raw"), &format!("from-{scheme}"));
+        assert_eq!(img["ImageState"], "NORMAL", "{scheme}: {img}");
+        let back = work.path().join(format!("back-{scheme}.raw"));
+        cli_export(&server, &server.admin, img["ImageId"].as_str().expect("id"), "raw", &back);
+        assert!(same_bytes(&raw, &back), "{scheme}: the imported image is the served file");
+    }
+    let missing = import_url(&server, &format!("https://127.0.0.1:{}/absent.raw", tls.port), "absent");
+    assert_eq!(missing["ImageState"], "IMPORTFAILED");
+    assert!(missing["FailureReason"].as_str().is_some_and(|r| r.contains("404")), "{missing}");
+
+    // Without the operator's CA, the self-signed certificate is refused.
+    let untrusting = Server::start(Backend::Sqlite, "https_untrusted").expect("sqlite");
+    let refused = import_url(&untrusting, &format!("https://127.0.0.1:{}/served.raw", tls.port), "untrusted");
+    assert_eq!(refused["ImageState"], "IMPORTFAILED");
+    assert!(refused["FailureReason"].as_str().is_some_and(|r| r.contains("certificate")), "{refused}");
+}
