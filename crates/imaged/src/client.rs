@@ -135,11 +135,11 @@ impl Client {
     }
 
     /// Uploads `file` (resuming `resume` if given), skipping holes and all-zero ranges;
-    /// returns (upload id, `upload://` URL).
+    /// returns (upload id, `upload://` URL). The next chunk is read while the current one is
+    /// being sent, so reading the file and the server's work overlap.
     pub async fn upload(&self, file: &Path, resume: Option<&str>) -> anyhow::Result<(String, String)> {
-        const CHUNK: u64 = 32 << 20;
-        const ZERO_UNIT: usize = 1 << 20;
-        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        const CHUNK: u64 = 64 << 20;
+        let f = std::sync::Arc::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
         let size = f.metadata()?.len();
         let (id, mut offset) = match resume {
             Some(id) => {
@@ -151,46 +151,24 @@ impl Client {
                 (s["UploadId"].as_str().context("no UploadId")?.to_owned(), 0)
             }
         };
-        let data = imaged_app::disk::data_ranges(&f, size);
+        let data = std::sync::Arc::new(imaged_app::disk::data_ranges(&f, size));
         let mut bar = ProgressBar::new("upload", size);
         bar.set(offset);
-        while offset < size {
-            let len = (size - offset).min(CHUNK);
-            let end = offset + len;
-            let has_data = data.iter().any(|(s, e)| *s < end && *e > offset);
-            let mut buf = vec![0u8; usize::try_from(len)?];
-            if has_data {
-                use std::os::unix::fs::FileExt;
-                f.read_exact_at(&mut buf, offset)?;
-            }
-            // Send runs of zero MiB as holes and the rest as data, in order.
-            let mut pos = 0usize;
-            while pos < buf.len() {
-                let unit_end = (pos + ZERO_UNIT).min(buf.len());
-                let zero = imaged_chunkstore::is_zero(&buf[pos..unit_end]);
-                let mut run_end = unit_end;
-                while run_end < buf.len() {
-                    let next = (run_end + ZERO_UNIT).min(buf.len());
-                    if imaged_chunkstore::is_zero(&buf[run_end..next]) != zero {
-                        break;
+        let read = |at: u64| {
+            let (f, data) = (std::sync::Arc::clone(&f), std::sync::Arc::clone(&data));
+            tokio::task::spawn_blocking(move || read_runs(&f, &data, at, (size - at).min(CHUNK)))
+        };
+        let mut next = (offset < size).then(|| read(offset));
+        while let Some(pending) = next.take() {
+            let (end, runs) = pending.await??;
+            next = (end < size).then(|| read(end));
+            for (at, run) in runs {
+                match run {
+                    Run::Zero(len) => {
+                        self.upload_op(&format!("Op=zero&UploadId={id}&Offset={at}&Length={len}"), Bytes::new()).await?
                     }
-                    run_end = next;
-                }
-                let at = offset + pos as u64;
-                if zero {
-                    self.upload_op(
-                        &format!("Op=zero&UploadId={id}&Offset={at}&Length={}", run_end - pos),
-                        Bytes::new(),
-                    )
-                    .await?;
-                } else {
-                    self.upload_op(
-                        &format!("Op=append&UploadId={id}&Offset={at}"),
-                        Bytes::copy_from_slice(&buf[pos..run_end]),
-                    )
-                    .await?;
-                }
-                pos = run_end;
+                    Run::Data(bytes) => self.upload_op(&format!("Op=append&UploadId={id}&Offset={at}"), bytes).await?,
+                };
             }
             offset = end;
             bar.set(offset);
@@ -226,6 +204,39 @@ impl Client {
         bar.finish();
         Ok(got)
     }
+}
+
+/// A run of an upload chunk: zero bytes to send as a hole, or data.
+enum Run {
+    Zero(u64),
+    Data(Bytes),
+}
+
+/// Reads `len` bytes of `f` at `offset` (holes are not read) and splits them into runs of whole
+/// zero MiB and data, in order; returns the chunk's end and its runs.
+fn read_runs(f: &std::fs::File, data: &[(u64, u64)], offset: u64, len: u64) -> std::io::Result<(u64, Vec<(u64, Run)>)> {
+    use std::os::unix::fs::FileExt;
+    const ZERO_UNIT: usize = 1 << 20;
+    let end = offset + len;
+    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+    if data.iter().any(|(s, e)| *s < end && *e > offset) {
+        f.read_exact_at(&mut buf, offset)?;
+    }
+    let buf = Bytes::from(buf);
+    let mut runs = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let unit = |at: usize| imaged_chunkstore::is_zero(&buf[at..(at + ZERO_UNIT).min(buf.len())]);
+        let zero = unit(pos);
+        let mut run_end = (pos + ZERO_UNIT).min(buf.len());
+        while run_end < buf.len() && unit(run_end) == zero {
+            run_end = (run_end + ZERO_UNIT).min(buf.len());
+        }
+        let at = offset + pos as u64;
+        runs.push((at, if zero { Run::Zero((run_end - pos) as u64) } else { Run::Data(buf.slice(pos..run_end)) }));
+        pos = run_end;
+    }
+    Ok((end, runs))
 }
 
 fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
