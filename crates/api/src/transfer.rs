@@ -112,7 +112,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
             let mut received = 0u64;
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| ApiError::invalid_parameter("body", &format!("interrupted: {e}")))?;
-                if let Some(chunk) = frame.data_ref() {
+                if let Ok(chunk) = frame.into_data() {
                     received += chunk.len() as u64;
                     if received > MAX_APPEND_BYTES {
                         return Err(ApiError::new(

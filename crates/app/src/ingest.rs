@@ -106,8 +106,8 @@ pub enum IngestSource {
     },
 }
 
-/// A block for the writer: its index, digest, and its encoded bytes unless the store has it.
-type Produced = (usize, Digest, Option<Bytes>);
+/// A block for the writer: its index, digest, and its encoded parts unless the store has it.
+type Produced = (usize, Digest, Option<Vec<Bytes>>);
 
 /// Reads `source` into `store`, returning the virtual disk's manifest.
 pub async fn ingest(
@@ -160,7 +160,8 @@ pub async fn ingest(
             settle(puts.join_next().await, &mut stats)?;
         }
         // A block the store has is touched (size 0 keeps its recorded size) but not written.
-        touches.push((digest.to_hex(), encoded.as_ref().map_or(0, |e| e.len() as u64)));
+        let stored_len = encoded.as_ref().map_or(0, |parts| parts.iter().map(|p| p.len() as u64).sum());
+        touches.push((digest.to_hex(), stored_len));
         if touches.len() >= TOUCH_BATCH {
             meta.touch_blocks(&region, &std::mem::take(&mut touches), now()).await?;
         }
@@ -170,10 +171,7 @@ pub async fn ingest(
             continue;
         };
         let store = store.clone();
-        puts.spawn(async move {
-            let len = encoded.len() as u64;
-            store.put_encoded(&digest, encoded).await.map(|o| (o, len))
-        });
+        puts.spawn(async move { store.put_parts(&digest, encoded).await.map(|o| (o, stored_len)) });
     }
     while !puts.is_empty() {
         settle(puts.join_next().await, &mut stats)?;
@@ -215,7 +213,7 @@ fn produce(
                 };
                 let Ok((index, data)) = item else { return };
                 let digest = Digest::of(&data);
-                let encoded = Bytes::from(block::encode(&data));
+                let encoded = block::encode_parts(vec![Bytes::from(data)]);
                 if out.blocking_send((index, digest, Some(encoded))).is_err() {
                     return;
                 }

@@ -22,7 +22,7 @@ use crate::data::UploadError;
 use crate::service::{now, Service};
 
 /// Blocks hashed and stored at once per append.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 16;
 /// Decoded blocks a [`ManifestReader`] keeps.
 const READER_CACHE_BLOCKS: usize = 8;
 
@@ -104,7 +104,8 @@ impl Service {
             id: id.to_owned(),
             store: self.data().region_blocks(&state.region),
             state,
-            pending: Vec::with_capacity(BLOCK_SIZE),
+            pending: Vec::new(),
+            pending_len: 0,
             next_index: usize::try_from(offset / BLOCK_SIZE as u64).unwrap_or(0),
             puts: JoinSet::new(),
             done: Vec::new(),
@@ -121,7 +122,9 @@ pub struct UploadWriter {
     id: String,
     store: BlockStore,
     state: UploadState,
-    pending: Vec<u8>,
+    /// The bytes of the block being filled, as received.
+    pending: Vec<Bytes>,
+    pending_len: usize,
     next_index: usize,
     puts: JoinSet<BlockOutcome>,
     done: Vec<(usize, Option<(Digest, u64)>)>,
@@ -137,7 +140,7 @@ impl UploadWriter {
         Ok(())
     }
 
-    async fn submit(&mut self, data: Vec<u8>) -> Result<(), UploadError> {
+    async fn submit(&mut self, parts: Vec<Bytes>) -> Result<(), UploadError> {
         while self.puts.len() >= IN_FLIGHT {
             self.settle_one().await?;
         }
@@ -145,21 +148,21 @@ impl UploadWriter {
         self.next_index += 1;
         let store = self.store.clone();
         self.puts.spawn(async move {
-            let data = Arc::new(data);
-            let hashed = Arc::clone(&data);
-            let digest = tokio::task::spawn_blocking(move || (!is_zero(&hashed)).then(|| Digest::of(&hashed)))
-                .await
-                .map_err(|e| e.to_string())?;
+            let (digest, parts) = tokio::task::spawn_blocking(move || {
+                let zero = parts.iter().all(|p| is_zero(p));
+                ((!zero).then(|| Digest::of_parts(&parts)), parts)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             let Some(digest) = digest else { return Ok((index, None)) };
             // A block the store has needs no compression and no write.
             if store.contains(&digest).await.map_err(|e| e.to_string())? {
                 return Ok((index, Some((digest, 0))));
             }
-            let encoded = tokio::task::spawn_blocking(move || Bytes::from(block::encode(&data)))
-                .await
-                .map_err(|e| e.to_string())?;
-            let len = encoded.len() as u64;
-            store.put_encoded(&digest, encoded).await.map_err(|e| e.to_string())?;
+            let parts =
+                tokio::task::spawn_blocking(move || block::encode_parts(parts)).await.map_err(|e| e.to_string())?;
+            let len = parts.iter().map(|p| p.len() as u64).sum();
+            store.put_parts(&digest, parts).await.map_err(|e| e.to_string())?;
             Ok((index, Some((digest, len))))
         });
         Ok(())
@@ -173,16 +176,17 @@ impl UploadWriter {
         Ok(())
     }
 
-    /// Adds bytes.
-    pub async fn write(&mut self, mut chunk: &[u8]) -> Result<(), UploadError> {
+    /// Adds bytes. They are kept as they arrived (no copy) until they fill a block.
+    pub async fn write(&mut self, mut chunk: Bytes) -> Result<(), UploadError> {
         self.check_limit(chunk.len() as u64)?;
         self.received += chunk.len() as u64;
         while !chunk.is_empty() {
-            let take = (BLOCK_SIZE - self.pending.len()).min(chunk.len());
-            self.pending.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
-            if self.pending.len() == BLOCK_SIZE {
-                let full = std::mem::replace(&mut self.pending, Vec::with_capacity(BLOCK_SIZE));
+            let take = (BLOCK_SIZE - self.pending_len).min(chunk.len());
+            self.pending.push(chunk.split_to(take));
+            self.pending_len += take;
+            if self.pending_len == BLOCK_SIZE {
+                self.pending_len = 0;
+                let full = std::mem::take(&mut self.pending);
                 self.submit(full).await?;
             }
         }
@@ -191,7 +195,7 @@ impl UploadWriter {
 
     /// Adds `len` zero bytes without storing anything (whole blocks, or the final short one).
     pub fn zero(&mut self, len: u64) -> Result<(), UploadError> {
-        if !self.pending.is_empty() || self.received != 0 {
+        if self.pending_len != 0 || self.received != 0 {
             return Err(UploadError::Misaligned);
         }
         self.check_limit(len)?;
@@ -202,7 +206,8 @@ impl UploadWriter {
     /// Completes the append: waits for its blocks, records them, saves the upload. Returns the
     /// upload's new size.
     pub async fn finish(mut self) -> Result<u64, UploadError> {
-        if !self.pending.is_empty() {
+        if self.pending_len != 0 {
+            self.pending_len = 0;
             let last = std::mem::take(&mut self.pending);
             self.submit(last).await?;
         }

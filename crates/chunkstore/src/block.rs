@@ -49,6 +49,26 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Encodes a block given as consecutive parts for storage, as parts to write one after the
+/// other: a raw block is its header byte followed by the parts themselves, never copied.
+pub fn encode_parts(parts: Vec<bytes::Bytes>) -> Vec<bytes::Bytes> {
+    let len: usize = parts.iter().map(bytes::Bytes::len).sum();
+    let worth_trying = len < 4 * SAMPLE_BYTES || {
+        let sample: std::borrow::Cow<'_, [u8]> = match parts.first() {
+            Some(first) if first.len() >= SAMPLE_BYTES => std::borrow::Cow::Borrowed(&first[..SAMPLE_BYTES]),
+            _ => std::borrow::Cow::Owned(parts.concat()[..SAMPLE_BYTES].to_vec()),
+        };
+        zstd::bulk::compress(&sample, ZSTD_LEVEL).is_ok_and(|c| c.len() + c.len() / 15 < SAMPLE_BYTES)
+    };
+    if worth_trying {
+        return vec![bytes::Bytes::from(encode(&parts.concat()))];
+    }
+    let mut out = Vec::with_capacity(parts.len() + 1);
+    out.push(bytes::Bytes::from_static(&[RAW]));
+    out.extend(parts);
+    out
+}
+
 /// Decodes a stored block and verifies it hashes to `expected`.
 pub fn decode(stored: &[u8], expected: &Digest, max_len: usize) -> Result<Vec<u8>, BlockError> {
     let name = || expected.to_hex();
@@ -107,6 +127,17 @@ mod tests {
         let enc = encode(&text_first);
         assert_eq!(enc[0], ZSTD);
         assert_eq!(decode(&enc, &Digest::of(&text_first), 1 << 20).expect("decode"), text_first);
+    }
+
+    #[test]
+    fn parts_concatenate_to_the_encoding() {
+        let random = pseudo_random(1 << 20, 5);
+        let text = b"os-release NAME=TencentOS ".repeat(40_000);
+        for data in [random, text] {
+            assert_eq!(encode_parts(vec![bytes::Bytes::from(data.clone())]).concat(), encode(&data));
+            let split: Vec<bytes::Bytes> = data.chunks(1000).map(bytes::Bytes::copy_from_slice).collect();
+            assert_eq!(encode_parts(split).concat(), encode(&data), "small parts encode alike");
+        }
     }
 
     #[test]

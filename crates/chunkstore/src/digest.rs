@@ -12,6 +12,15 @@ impl Digest {
         Self(*blake3::hash(data).as_bytes())
     }
 
+    /// Digest of the concatenation of `parts`.
+    pub fn of_parts(parts: &[bytes::Bytes]) -> Self {
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(p);
+        }
+        Self(*h.finalize().as_bytes())
+    }
+
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -45,6 +54,13 @@ pub fn is_zero(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_digest_of_parts_is_the_digest_of_their_concatenation() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let parts: Vec<bytes::Bytes> = data.chunks(3333).map(bytes::Bytes::copy_from_slice).collect();
+        assert_eq!(Digest::of_parts(&parts), Digest::of(&data));
+    }
 
     #[test]
     fn digests_round_trip_through_hex_and_differ_by_content() {

@@ -63,8 +63,14 @@ impl BlockStore {
 
     /// Stores an already-encoded block (from [`block::encode`]) under `digest`, put-if-absent.
     pub async fn put_encoded(&self, digest: &Digest, encoded: Bytes) -> Result<PutOutcome, ChunkError> {
+        self.put_parts(digest, vec![encoded]).await
+    }
+
+    /// Stores a block encoded as parts (from [`block::encode_parts`]) under `digest`,
+    /// put-if-absent, without joining them.
+    pub async fn put_parts(&self, digest: &Digest, parts: Vec<Bytes>) -> Result<PutOutcome, ChunkError> {
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.objects.put_opts(&path_of(digest), PutPayload::from(encoded), opts).await {
+        match self.objects.put_opts(&path_of(digest), PutPayload::from_iter(parts), opts).await {
             Ok(_) => Ok(PutOutcome::Stored),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyPresent),
             Err(e) => Err(e.into()),
