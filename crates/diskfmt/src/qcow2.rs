@@ -37,10 +37,20 @@ fn corrupt(detail: impl Into<String>) -> Rejection {
     Rejection::new(Reason::Corrupt, Some(Format::Qcow2), detail)
 }
 
+/// How compressed clusters are compressed (v3 header byte 104).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    /// Raw deflate, the default.
+    Zlib,
+    /// zstd (`compression_type=zstd`).
+    Zstd,
+}
+
 /// A parsed, validated header.
 #[derive(Debug, Clone)]
 struct Header {
     version: u32,
+    compression: Compression,
     cluster_bits: u32,
     size: u64,
     l1_size: u64,
@@ -85,6 +95,7 @@ fn parse_header(src: &dyn ReadAt, file_size: u64, backing: Backing) -> Result<He
     let refcount_offset = be64(&h, 48);
     let refcount_clusters = u64::from(be32(&h, 56));
     let mut ext_start = V2_HEADER_LEN as u64;
+    let mut compression = Compression::Zlib;
     if version == 3 {
         if h.len() < V3_MIN_HEADER_LEN {
             return Err(corrupt("truncated v3 header"));
@@ -118,12 +129,18 @@ fn parse_header(src: &dyn ReadAt, file_size: u64, backing: Backing) -> Result<He
                 format!("unknown incompatible features {:#x}", incompat & !known),
             ));
         }
-        if incompat & INCOMPAT_COMPRESSION != 0 && header_len > 104 && h.get(104).copied().unwrap_or(0) != 0 {
-            return Err(Rejection::new(
-                Reason::UnknownFormat,
-                Some(Format::Qcow2),
-                "only zlib compression is supported",
-            ));
+        if incompat & INCOMPAT_COMPRESSION != 0 {
+            compression = match (header_len > 104).then(|| h.get(104).copied()).flatten() {
+                Some(0) => Compression::Zlib,
+                Some(1) => Compression::Zstd,
+                other => {
+                    return Err(Rejection::new(
+                        Reason::UnknownFormat,
+                        Some(Format::Qcow2),
+                        format!("unknown compression type {other:?} (zlib and zstd are supported)"),
+                    ))
+                }
+            };
         }
         if refcount_order > 6 {
             return Err(corrupt(format!("refcount_order {refcount_order}")));
@@ -149,7 +166,7 @@ fn parse_header(src: &dyn ReadAt, file_size: u64, backing: Backing) -> Result<He
     if refcount_clusters == 0 || !in_file(refcount_offset, refcount_clusters.saturating_mul(cluster)) {
         return Err(corrupt("the refcount table lies outside the file"));
     }
-    Ok(Header { version, cluster_bits, size, l1_size, l1_offset })
+    Ok(Header { version, compression, cluster_bits, size, l1_size, l1_offset })
 }
 
 fn check_extensions(src: &dyn ReadAt, start: u64, cluster: u64) -> Result<(), Rejection> {
@@ -177,6 +194,26 @@ fn check_extensions(src: &dyn ReadAt, start: u64, cluster: u64) -> Result<(), Re
         off = off + 8 + len.div_ceil(8) * 8;
     }
     Err(corrupt("header extensions run past the first cluster"))
+}
+
+/// Inflates one zstd frame (what qemu writes; the sector padding after it is ignored) into
+/// `out`, never past its end; returns the bytes written.
+fn inflate_zstd(input: &[u8], out: &mut [u8]) -> Result<u64, Rejection> {
+    use std::io::Read;
+    let bad = |e: std::io::Error| corrupt(format!("a zstd cluster does not inflate: {e}"));
+    let mut d = zstd::stream::read::Decoder::with_buffer(input).map_err(bad)?.single_frame();
+    let mut done = 0;
+    while done < out.len() {
+        match d.read(&mut out[done..]).map_err(bad)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    // One more byte would mean the frame holds more than a cluster.
+    if done == out.len() && d.read(&mut [0u8; 1]).map_err(bad)? != 0 {
+        return Err(corrupt("a zstd cluster inflates past the cluster size"));
+    }
+    Ok(done as u64)
 }
 
 pub(crate) fn inspect(src: &dyn ReadAt, file_size: u64) -> Result<Inspection, Rejection> {
@@ -227,6 +264,7 @@ pub struct Qcow2Reader<'a> {
     src: &'a dyn ReadAt,
     file_size: u64,
     cluster_bits: u32,
+    compression: Compression,
     size: u64,
     l1: Vec<u64>,
     /// Unallocated clusters fall through to a backing file (overlays the service made).
@@ -262,6 +300,7 @@ impl<'a> Qcow2Reader<'a> {
             src,
             file_size,
             cluster_bits: h.cluster_bits,
+            compression: h.compression,
             size: h.size,
             l1,
             overlay: backing == Backing::Allow,
@@ -368,10 +407,16 @@ impl<'a> Qcow2Reader<'a> {
             read_exact(self.src, host, usize::try_from(len).unwrap_or(0), Format::Qcow2, "a compressed cluster")?;
         let cluster = usize::try_from(self.cluster_size()).unwrap_or(0);
         let mut out = vec![0u8; cluster];
-        let mut d = flate2::Decompress::new(false);
-        d.decompress(&input, &mut out, flate2::FlushDecompress::Finish)
-            .map_err(|e| corrupt(format!("a compressed cluster does not inflate: {e}")))?;
-        if d.total_out() != cluster as u64 {
+        let inflated = match self.compression {
+            Compression::Zlib => {
+                let mut d = flate2::Decompress::new(false);
+                d.decompress(&input, &mut out, flate2::FlushDecompress::Finish)
+                    .map_err(|e| corrupt(format!("a compressed cluster does not inflate: {e}")))?;
+                d.total_out()
+            }
+            Compression::Zstd => inflate_zstd(&input, &mut out)?,
+        };
+        if inflated != cluster as u64 {
             return Err(corrupt("a compressed cluster inflates to the wrong size"));
         }
         let data = std::sync::Arc::new(out);

@@ -96,9 +96,12 @@ fn qemu_img_made_images_of_every_accepted_kind_are_accepted() {
 fn the_native_qcow2_reader_reads_what_qemu_wrote_and_maps_zeros() {
     let fx = Fixtures::new();
     let expected = source();
-    for (name, opts) in
-        [("plain.qcow2", vec![]), ("compressed.qcow2", vec!["-c"]), ("v2.qcow2", vec!["-o", "compat=0.10"])]
-    {
+    for (name, opts) in [
+        ("plain.qcow2", vec![]),
+        ("compressed.qcow2", vec!["-c"]),
+        ("compressed-zstd.qcow2", vec!["-c", "-o", "compression_type=zstd"]),
+        ("v2.qcow2", vec!["-o", "compat=0.10"]),
+    ] {
         let path = fx.convert(name, "qcow2", &opts);
         let f = std::fs::File::open(&path).expect("open");
         let r = Qcow2Reader::open(&f).expect("open reader");
