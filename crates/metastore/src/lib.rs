@@ -154,6 +154,12 @@ pub enum Refused {
     Busy,
     /// The image is shared with other accounts.
     InShared,
+    /// The image is already shared with that account.
+    AlreadyShared,
+    /// The image is shared with as many accounts as allowed.
+    ShareLimit,
+    /// The image is not in a state that allows this (it changed meanwhile).
+    WrongState,
 }
 
 /// Accounts.
@@ -202,13 +208,36 @@ pub trait ImageStore: Send + Sync {
     async fn count_custom_images(&self, owner: AccountId, region: &str) -> Result<u64>;
     /// Shares `image` with `account`; false when already shared.
     async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool>;
+    /// Shares `image` with `account` if it is shared with fewer than `limit` accounts
+    /// (`ShareLimit`) and not with this one yet (`AlreadyShared`); checked and written in one
+    /// step, also under concurrency.
+    async fn share_image(
+        &self,
+        image: &ImageId,
+        account: AccountId,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Result<(), Refused>>;
+    /// Stops sharing `image` with `account`; false when it was not shared with it.
+    async fn unshare_image(&self, image: &ImageId, account: AccountId) -> Result<bool>;
+    /// In one transaction: moves `source` from NORMAL to what the given document says (SYNCING;
+    /// `WrongState` when it is no longer NORMAL), inserts the copies in their regions (quota
+    /// and name checked as in [`ImageStore::insert_custom_image`]) and queues `job`.
+    async fn begin_sync(
+        &self,
+        source: &Image,
+        copies: &[Image],
+        quota: u32,
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>>;
     /// The accounts `image` is shared with, with when, oldest first.
     async fn image_shares(&self, image: &ImageId) -> Result<Vec<(AccountId, Timestamp)>>;
     /// Replaces a custom image's document if its name stays unique for its owner in its region
     /// (`DuplicateName` otherwise); checked and written in one step.
     async fn update_custom_image(&self, image: &Image) -> Result<Result<(), Refused>>;
-    /// In one transaction: deletes an image that is shared with nobody (`InShared` otherwise),
-    /// its manifest and its block references. False when there was no such image.
+    /// In one transaction: deletes an image that is shared with nobody (`InShared` otherwise)
+    /// and is not being created, imported or copied (`WrongState`), its manifest and its block
+    /// references. False when there was no such image.
     async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>>;
 }
 

@@ -770,6 +770,83 @@ impl ImageStore for PostgresStore {
         .map_err(db_err)
     }
 
+    async fn share_image(
+        &self,
+        image: &ImageId,
+        account: AccountId,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Result<(), Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        // The image's row lock serialises shares of one image, so the count cannot race.
+        tx.execute("SELECT 1 FROM images WHERE id = $1 FOR UPDATE", &[&image.as_str()]).await.map_err(db_err)?;
+        let row = tx
+            .query_one(
+                "SELECT COUNT(*), COALESCE(BOOL_OR(account_id = $2), false) FROM image_shares WHERE image_id = $1",
+                &[&image.as_str(), &(account.0 as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        let (count, already): (i64, bool) = (row.get(0), row.get(1));
+        if already {
+            return Ok(Err(Refused::AlreadyShared));
+        }
+        if count >= i64::from(limit) {
+            return Ok(Err(Refused::ShareLimit));
+        }
+        tx.execute(
+            "INSERT INTO image_shares (image_id, account_id, created_at) VALUES ($1, $2, $3)",
+            &[&image.as_str(), &(account.0 as i64), &now.0],
+        )
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    async fn unshare_image(&self, image: &ImageId, account: AccountId) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "DELETE FROM image_shares WHERE image_id = $1 AND account_id = $2",
+            &[&image.as_str(), &(account.0 as i64)],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+
+    async fn begin_sync(
+        &self,
+        source: &Image,
+        copies: &[Image],
+        quota: u32,
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        let doc = encode_image(source)?;
+        let moved = tx
+            .execute(
+                "UPDATE images SET state = $2, doc = $3 WHERE id = $1 AND state = 'NORMAL'",
+                &[&source.id.as_str(), &source.state.as_str(), &doc],
+            )
+            .await
+            .map_err(db_err)?;
+        if moved != 1 {
+            return Ok(Err(Refused::WrongState));
+        }
+        for copy in copies {
+            if let Err(refused) = check_custom_insert(&tx, copy, quota).await? {
+                return Ok(Err(refused));
+            }
+            put_image(&tx, copy).await?;
+        }
+        let id = insert_job_row(&tx, job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(id))
+    }
+
     async fn image_shares(&self, image: &ImageId) -> Result<Vec<(AccountId, Timestamp)>> {
         let conn = self.conn().await?;
         let rows = conn
@@ -820,6 +897,11 @@ impl ImageStore for PostgresStore {
             .get(0);
         if shared {
             return Ok(Err(Refused::InShared));
+        }
+        let state: String =
+            tx.query_one("SELECT state FROM images WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?.get(0);
+        if ["CREATING", "IMPORTING", "SYNCING"].contains(&state.as_str()) {
+            return Ok(Err(Refused::WrongState));
         }
         detach_manifest_tx(&tx, id).await?;
         tx.execute("DELETE FROM images WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;

@@ -109,6 +109,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// Image states whose work would be lost if the image were deleted underneath it.
+const BUSY_STATES: &[&str] = &["CREATING", "IMPORTING", "SYNCING"];
+
 /// Readers in the pool. Two cores serve the API; a few more than that hide disk waits.
 const READERS: usize = 4;
 
@@ -924,6 +927,88 @@ impl ImageStore for SqliteStore {
             .await
     }
 
+    async fn share_image(
+        &self,
+        image: &ImageId,
+        account: AccountId,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Result<(), Refused>> {
+        let image = image.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let (count, already): (i64, bool) = tx
+                    .query_row(
+                        "SELECT COUNT(*), COALESCE(SUM(account_id = ?2), 0) > 0 FROM image_shares WHERE image_id = ?1",
+                        params![image.as_str(), account.0 as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(db_err)?;
+                if already {
+                    return Ok(Err(Refused::AlreadyShared));
+                }
+                if count >= i64::from(limit) {
+                    return Ok(Err(Refused::ShareLimit));
+                }
+                tx.execute(
+                    "INSERT INTO image_shares (image_id, account_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![image.as_str(), account.0 as i64, now.0],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    async fn unshare_image(&self, image: &ImageId, account: AccountId) -> Result<bool> {
+        let image = image.clone();
+        self.writer
+            .run(move |conn| {
+                conn.execute(
+                    "DELETE FROM image_shares WHERE image_id = ?1 AND account_id = ?2",
+                    params![image.as_str(), account.0 as i64],
+                )
+                .map(|n| n == 1)
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn begin_sync(
+        &self,
+        source: &Image,
+        copies: &[Image],
+        quota: u32,
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>> {
+        let (source, copies, job) = (source.clone(), copies.to_vec(), job.clone());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let moved = tx
+                    .execute(
+                        "UPDATE images SET state = ?2, doc = ?3 WHERE id = ?1 AND state = 'NORMAL'",
+                        params![source.id.as_str(), source.state.as_str(), encode_image(&source)?],
+                    )
+                    .map_err(db_err)?;
+                if moved != 1 {
+                    return Ok(Err(Refused::WrongState));
+                }
+                for copy in &copies {
+                    if let Err(refused) = check_custom_insert(&tx, copy, quota)? {
+                        return Ok(Err(refused));
+                    }
+                    put_image(&tx, copy)?;
+                }
+                let id = insert_job_row(&tx, &job)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(id))
+            })
+            .await
+    }
+
     async fn image_shares(&self, image: &ImageId) -> Result<Vec<(AccountId, Timestamp)>> {
         let image = image.clone();
         self.readers
@@ -979,6 +1064,13 @@ impl ImageStore for SqliteStore {
                     .map_err(db_err)?;
                 if shared {
                     return Ok(Err(Refused::InShared));
+                }
+                let state: Option<String> = tx
+                    .query_row("SELECT state FROM images WHERE id = ?1", params![id.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(db_err)?;
+                if state.as_deref().is_some_and(|s| BUSY_STATES.contains(&s)) {
+                    return Ok(Err(Refused::WrongState));
                 }
                 detach_manifest_tx(&tx, &id)?;
                 let deleted = tx.execute("DELETE FROM images WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;

@@ -33,6 +33,71 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_lease_expiry(store).await;
     images_are_renamed_uniquely_and_deleted_only_when_not_shared(store).await;
     instances_are_listed_per_owner_and_region_and_take_one_operation_at_a_time(store.clone()).await;
+    the_share_limit_holds_under_concurrency_and_shares_can_be_cancelled(store.clone()).await;
+    a_sync_begins_only_from_normal_and_inserts_every_copy_or_none(store).await;
+}
+
+async fn the_share_limit_holds_under_concurrency_and_shares_can_be_cancelled<S: MetaStore + Clone + 'static>(store: S) {
+    let owner = new_account(&store, "sharer").await;
+    let img = custom_image(owner, "ap-mumbai", "shared-widely", 81);
+    store.insert_custom_image(&img, 10).await.expect("db").expect("inserted");
+    let mut recipients = Vec::new();
+    for n in 0..12 {
+        recipients.push(new_account(&store, &format!("recipient-{n}")).await);
+    }
+    let mut tasks = Vec::new();
+    for account in recipients.clone() {
+        let (store, id) = (store.clone(), img.id.clone());
+        tasks.push(tokio::spawn(async move { store.share_image(&id, account, 5, Timestamp(40)).await.expect("db") }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("task"));
+    }
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 5, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err(Refused::ShareLimit))));
+    let shared = store.image_shares(&img.id).await.expect("db");
+    assert_eq!(shared.len(), 5);
+    let first = shared[0].0;
+    assert_eq!(store.share_image(&img.id, first, 50, Timestamp(41)).await.expect("db"), Err(Refused::AlreadyShared));
+    assert!(store.unshare_image(&img.id, first).await.expect("db"));
+    assert!(!store.unshare_image(&img.id, first).await.expect("db"));
+    assert_eq!(store.image_shares(&img.id).await.expect("db").len(), 4);
+    let seen = store.visible_images(first, "ap-mumbai").await.expect("db");
+    assert!(seen.iter().all(|v| v.image.id != img.id), "a cancelled share is no longer visible");
+    let spare = recipients.iter().find(|a| !shared.iter().any(|(s, _)| s == *a)).copied().expect("a spare account");
+    assert_eq!(store.share_image(&img.id, spare, 5, Timestamp(42)).await.expect("db"), Ok(()), "cancelling frees room");
+}
+
+async fn a_sync_begins_only_from_normal_and_inserts_every_copy_or_none<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "syncer").await;
+    let mut source = custom_image(owner, "ap-bangkok", "golden", 91);
+    source.state = ImageState::Normal;
+    store.insert_custom_image(&source, 10).await.expect("db").expect("inserted");
+    let mut syncing = source.clone();
+    syncing.state = ImageState::Syncing;
+    syncing.sync_percent = Some(0);
+    let copy = |region: &str, seed: u8| {
+        let mut c = custom_image(owner, region, "golden", seed);
+        c.state = ImageState::Creating;
+        c
+    };
+    let job = job("sync", "ap-bangkok", owner, Some(source.id.clone()), 50);
+    // Room in one destination but not in the other: nothing is written.
+    store.insert_custom_image(&custom_image(owner, "ap-jakarta", "other", 92), 10).await.expect("db").expect("ok");
+    let refused = store.begin_sync(&syncing, &[copy("ap-seoul", 93), copy("ap-jakarta", 94)], 1, &job).await;
+    assert_eq!(refused.expect("db"), Err(Refused::QuotaExceeded));
+    assert_eq!(store.get_image(&source.id).await.expect("db").map(|i| i.state), Some(ImageState::Normal));
+    assert_eq!(store.count_custom_images(owner, "ap-seoul").await.expect("db"), 0, "no partial copies");
+
+    let copies = [copy("ap-seoul", 95), copy("ap-jakarta", 96)];
+    let job_id = store.begin_sync(&syncing, &copies, 10, &job).await.expect("db").expect("begun");
+    assert_eq!(store.get_job(job_id).await.expect("db").map(|j| j.kind), Some("sync".into()));
+    assert_eq!(store.get_image(&source.id).await.expect("db").map(|i| i.state), Some(ImageState::Syncing));
+    assert!(store.get_image(&copies[1].id).await.expect("db").is_some());
+    let again = store.begin_sync(&syncing, &[copy("ap-tokyo", 97)], 10, &job).await.expect("db");
+    assert_eq!(again, Err(Refused::WrongState), "one copy at a time");
+    assert_eq!(store.delete_image(&source.id).await.expect("db"), Err(Refused::WrongState), "not while syncing");
 }
 
 /// An instance of `owner` in `region`, launched from `image`.
