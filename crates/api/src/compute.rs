@@ -121,7 +121,7 @@ fn instance_error(e: InstanceError) -> ApiError {
     ApiError::invalid_value(c, format!("{e}."))
 }
 
-fn name_error(e: &NameError) -> &'static str {
+pub(crate) fn name_error(e: &NameError) -> &'static str {
     match e {
         NameError::TooLong { .. } => code::INVALID_PARAMETER_VALUE_TOO_LARGE,
         NameError::Empty => code::INVALID_PARAMETER_VALUE,
@@ -496,7 +496,7 @@ fn capture_error(e: CaptureError) -> ApiError {
     ApiError::invalid_value(c, format!("{e}."))
 }
 
-fn image_error(e: ImageError) -> ApiError {
+pub(crate) fn image_error(e: ImageError) -> ApiError {
     use ImageError as E;
     let c = match &e {
         E::Malformed(_) => code::INVALID_IMAGE_ID_MALFORMED,

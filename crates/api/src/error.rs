@@ -123,6 +123,22 @@ pub mod code {
     pub const INVALID_PARAMETER_SPECIFY_ONE: &str = "InvalidParameter.SpecifyOneParameter";
     /// A value out of range.
     pub const INVALID_PARAMETER_VALUE_RANGE: &str = "InvalidParameterValue.Range";
+    /// Already shared with that account.
+    pub const ACCOUNT_ALREADY_EXISTS: &str = "FailedOperation.AccountAlreadyExists";
+    /// Sharing with oneself.
+    pub const ACCOUNT_IS_YOURSELF: &str = "FailedOperation.AccountIsYourSelf";
+    /// BYOL images cannot be shared.
+    pub const BYOL_IMAGE_SHARE_FAILED: &str = "FailedOperation.BYOLImageShareFailed";
+    /// No such account.
+    pub const INVALID_ACCOUNT_ID_NOT_FOUND: &str = "InvalidAccountId.NotFound";
+    /// The share limit is reached.
+    pub const OVER_QUOTA: &str = "OverQuota";
+    /// The caller does not own the image.
+    pub const IMAGE_NOT_BELONG_TO_ACCOUNT: &str = "UnauthorizedOperation.ImageNotBelongToAccount";
+    /// A destination region that may not be used (the source's own).
+    pub const INVALID_PARAMETER_VALUE_INVALID_REGION: &str = "InvalidParameterValue.InvalidRegion";
+    /// Encrypted images are not supported.
+    pub const ENCRYPTED_IMAGES_NOT_SUPPORTED: &str = "UnsupportedOperation.EncryptedImagesNotSupported";
     /// The instance's state forbids the operation, one code per state.
     pub const INSTANCE_STATE_PENDING: &str = "UnsupportedOperation.InstanceStatePending";
     /// See [`INSTANCE_STATE_PENDING`].
@@ -218,6 +234,14 @@ pub mod code {
         SHARED_IMAGE_MODIFY_UNSUPPORTED,
         INVALID_PARAMETER_SPECIFY_ONE,
         INVALID_PARAMETER_VALUE_RANGE,
+        ACCOUNT_ALREADY_EXISTS,
+        ACCOUNT_IS_YOURSELF,
+        BYOL_IMAGE_SHARE_FAILED,
+        INVALID_ACCOUNT_ID_NOT_FOUND,
+        OVER_QUOTA,
+        IMAGE_NOT_BELONG_TO_ACCOUNT,
+        INVALID_PARAMETER_VALUE_INVALID_REGION,
+        ENCRYPTED_IMAGES_NOT_SUPPORTED,
         INSTANCE_STATE_PENDING,
         INSTANCE_STATE_LAUNCH_FAILED,
         INSTANCE_STATE_RUNNING,

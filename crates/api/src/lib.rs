@@ -15,6 +15,7 @@ mod cvm;
 pub mod error;
 pub mod params;
 mod server;
+mod share;
 pub mod tc3;
 mod transfer;
 

@@ -16,11 +16,11 @@ use imaged_app::Service;
 use imaged_domain::time::Timestamp;
 use tokio::net::TcpListener;
 
-use crate::compute;
 use crate::cvm::{self, Ctx};
 use crate::error::{code, ApiError, Language};
 use crate::params::{self, Field};
 use crate::tc3::{self, Authorization, SignedRequest};
+use crate::{compute, share};
 use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
@@ -61,6 +61,9 @@ enum ActionId {
     ModifyImageAttribute,
     DeleteImages,
     DescribeImageFromFamily,
+    ModifyImageSharePermission,
+    DescribeImageSharePermission,
+    SyncImages,
 }
 
 struct Action {
@@ -113,6 +116,19 @@ const ACTIONS: &[Action] = &[
         RegionUse::Required,
         ActionId::DescribeImageFromFamily,
     ),
+    cvm_action(
+        "ModifyImageSharePermission",
+        share::MODIFY_IMAGE_SHARE_PERMISSION,
+        RegionUse::Required,
+        ActionId::ModifyImageSharePermission,
+    ),
+    cvm_action(
+        "DescribeImageSharePermission",
+        share::DESCRIBE_IMAGE_SHARE_PERMISSION,
+        RegionUse::Required,
+        ActionId::DescribeImageSharePermission,
+    ),
+    cvm_action("SyncImages", share::SYNC_IMAGES, RegionUse::Required, ActionId::SyncImages),
 ];
 
 /// Builds the router over `service`.
@@ -304,6 +320,9 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ActionId::ModifyImageAttribute => compute::modify_image_attribute(&ctx, params).await,
         ActionId::DeleteImages => compute::delete_images(&ctx, params).await,
         ActionId::DescribeImageFromFamily => compute::describe_image_from_family(&ctx, params).await,
+        ActionId::ModifyImageSharePermission => share::modify_image_share_permission(&ctx, params).await,
+        ActionId::DescribeImageSharePermission => share::describe_image_share_permission(&ctx, params).await,
+        ActionId::SyncImages => share::sync_images(&ctx, params).await,
     }
 }
 

@@ -82,17 +82,27 @@ impl Service {
         Ok(rules::seen_as(&image, caller, region, shared).map(|seen| (image, seen)))
     }
 
-    /// A custom image the caller owns in `region`, in a settled state (not being created,
-    /// imported or copied, whose job would overwrite a change).
-    async fn own_settled_image(&self, caller: AccountId, region: &Region, raw: &str) -> Result<Image, ImageError> {
+    /// A custom image the caller owns in `region`.
+    pub(crate) async fn own_custom_image(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        raw: &str,
+    ) -> Result<Image, ImageError> {
         let id = ImageId::parse(raw).map_err(|_| ImageError::Malformed(raw.to_owned()))?;
         let (image, seen) =
             self.seen_image(caller, region, &id).await?.ok_or_else(|| ImageError::NotFound(raw.to_owned()))?;
         match seen {
-            ImageType::PrivateImage => {}
-            ImageType::SharedImage => return Err(ImageError::Shared(raw.to_owned())),
-            ImageType::PublicImage | ImageType::MarketImage => return Err(ImageError::NotCustom(raw.to_owned())),
+            ImageType::PrivateImage => Ok(image),
+            ImageType::SharedImage => Err(ImageError::Shared(raw.to_owned())),
+            ImageType::PublicImage | ImageType::MarketImage => Err(ImageError::NotCustom(raw.to_owned())),
         }
+    }
+
+    /// A custom image the caller owns in `region`, in a settled state (not being created,
+    /// imported or copied, whose job would overwrite a change).
+    async fn own_settled_image(&self, caller: AccountId, region: &Region, raw: &str) -> Result<Image, ImageError> {
+        let image = self.own_custom_image(caller, region, raw).await?;
         if !image.state.is_deletable() {
             return Err(ImageError::State(raw.to_owned(), image.state));
         }
@@ -161,6 +171,7 @@ impl Service {
             match self.store().delete_image(&image.id).await? {
                 Ok(_) => tracing::info!(image = %image.id, "image deleted"),
                 Err(Refused::InShared) => return Err(ImageError::InShared(image.id.to_string())),
+                Err(Refused::WrongState) => return Err(ImageError::State(image.id.to_string(), ImageState::Syncing)),
                 Err(other) => return Err(AppError::Conflict(format!("{other:?}")).into()),
             }
         }

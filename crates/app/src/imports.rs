@@ -394,7 +394,9 @@ impl Service {
             source_format: format.as_str().to_owned(),
             virtual_size: manifest.virtual_size,
         };
-        self.commit_manifest(image, &record, store).await?;
+        let in_progress =
+            if image.source == ImageSource::CreateImage { ImageState::Creating } else { ImageState::Importing };
+        self.commit_manifest(image, &record, store, in_progress).await?;
         tracing::info!(image = %image.id, format = format.as_str(), size = manifest.virtual_size, "image complete");
         Ok(serde_json::json!({
             "Format": format.as_str(),
@@ -407,17 +409,16 @@ impl Service {
     /// Attaches a manifest (taking block references, image becomes what `image` says), then
     /// checks that every block it newly references is present (a block another manifest
     /// references was never collected); if one vanished (a GC race), undoes the attach.
+    /// The image keeps `in_progress` as its state until every block is checked.
     pub(crate) async fn commit_manifest(
         &self,
         image: &Image,
         record: &ManifestRecord,
         store: &imaged_chunkstore::BlockStore,
+        in_progress: ImageState,
     ) -> Result<(), JobFailure> {
         let mut pending = image.clone();
-        pending.state = ImageState::Importing;
-        if image.source == ImageSource::CreateImage {
-            pending.state = ImageState::Creating;
-        }
+        pending.state = in_progress;
         let fresh = self.store().attach_manifest(&pending, record).await.map_err(JobFailure::retry)?;
         for hex in &fresh {
             let digest = Digest::from_hex(hex).ok_or_else(|| JobFailure::permanent("bad digest"))?;

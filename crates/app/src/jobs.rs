@@ -113,14 +113,16 @@ impl Service {
             "capture" => self.run_capture(job, progress).await,
             "launch" => self.run_launch(job).await,
             "instance" => self.run_instance_op(job).await,
+            "sync" => self.run_sync(job, progress).await,
             other => Err(JobFailure::permanent(format!("unknown job kind `{other}`"))),
         }
     }
 
-    /// Renews the lease every third of its length, recording progress on the job and on the
-    /// image it fills; returns only when the lease is lost.
+    /// Renews the lease every third of its length (at least once a second, so progress stays
+    /// fresh), recording progress on the job and on the image it fills or copies; returns only
+    /// when the lease is lost.
     async fn keep_lease(&self, worker: &str, job: &JobRecord, progress: &Progress) {
-        let period = Duration::from_millis((self.data().job_lease_secs * 1000 / 3).max(200));
+        let period = Duration::from_millis((self.data().job_lease_secs * 1000 / 3).clamp(200, 1000));
         loop {
             tokio::time::sleep(period).await;
             let pct = progress.percent();
@@ -131,10 +133,13 @@ impl Service {
             }
             if let Some(id) = &job.image {
                 if let Ok(Some(mut image)) = self.store().get_image(id).await {
-                    if matches!(image.state, ImageState::Importing | ImageState::Creating)
-                        && image.progress != Some(pct)
-                    {
-                        image.progress = Some(pct);
+                    let field = match image.state {
+                        ImageState::Importing | ImageState::Creating => &mut image.progress,
+                        ImageState::Syncing => &mut image.sync_percent,
+                        _ => continue,
+                    };
+                    if *field != Some(pct) {
+                        *field = Some(pct);
                         let _ = self.store().put_images(std::slice::from_ref(&image)).await;
                     }
                 }
@@ -148,9 +153,18 @@ impl Service {
         match job.kind.as_str() {
             "launch" | "instance" => self.fail_instances(job, message).await,
             "capture" => self.fail_capture(job, message).await,
+            // The job's image is the copy's source, which stays usable.
+            "sync" => return self.fail_sync(job, message).await,
             _ => {}
         }
-        let Some(id) = &job.image else { return };
+        if let Some(id) = &job.image {
+            self.fail_image(id, message).await;
+        }
+    }
+
+    /// Marks an image that was being imported or created as failed, with the reason, and
+    /// releases what its manifest held.
+    pub(crate) async fn fail_image(&self, id: &imaged_domain::ImageId, message: &str) {
         let Ok(Some(mut image)) = self.store().get_image(id).await else { return };
         let failed = match image.state {
             ImageState::Importing => ImageState::ImportFailed,

@@ -13,6 +13,8 @@
 //!   launch, start/stop/reboot, reset and terminate as jobs.
 //! - [`capture`]: `CreateImage` from an instance, incremental over the instance's base.
 //! - [`images`]: the custom-image lifecycle: modify, delete, the usable image of a family.
+//! - [`sharing`]: sharing custom images with other accounts of the region.
+//! - [`sync`]: `SyncImages`, copying an image to other regions, moving only missing blocks.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
 //! - [`maintenance`]: garbage collection and fsck of the block stores.
 //! - [`demo`]: real demo disks for the built-in catalogue.
@@ -33,6 +35,8 @@ pub mod jobs;
 pub mod maintenance;
 pub mod secrets;
 pub mod service;
+pub mod sharing;
+pub mod sync;
 pub mod uploads;
 
 pub use secrets::{MasterKey, SecretsError};

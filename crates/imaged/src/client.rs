@@ -55,6 +55,11 @@ impl Client {
         })
     }
 
+    /// The same client, calling in `region` (on a connection of its own).
+    pub fn in_region(&self, region: &str) -> Self {
+        Self { region: region.to_owned(), conn: std::sync::Arc::default(), ..self.clone() }
+    }
+
     async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let mut cached = self.conn.lock().await;
         if let Some(sender) = cached.as_mut() {

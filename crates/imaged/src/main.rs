@@ -116,6 +116,20 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Copy a custom image to other regions (SyncImages); waits with a progress bar and prints
+    /// {"ImageSet": [{"ImageId", "Region"}]}.
+    Sync {
+        /// The image.
+        image_id: String,
+        /// Destination regions.
+        #[arg(long = "to", required = true, num_args = 1..)]
+        to: Vec<String>,
+        /// Name of the copies (default: the source's).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Export a custom image to a file (RAW, QCOW2, VHD or VMDK); waits and downloads it.
     Export {
         /// The image.
@@ -490,6 +504,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{image_id}");
                 Ok(())
             }
+        }
+        Command::Sync { image_id, to, name, client } => {
+            let c = client.client()?;
+            let mut params =
+                serde_json::json!({"ImageIds": [image_id], "DestinationRegions": to, "ImageSetRequired": true});
+            if let Some(name) = name {
+                params["ImageName"] = serde_json::Value::String(name);
+            }
+            let set = c.call("SyncImages", &params).await?["ImageSet"].clone();
+            let ids = serde_json::json!({"ImageIds": [image_id]});
+            wait_for("sync", || async {
+                let r = c.call("DescribeImages", &ids).await?;
+                let img = &r["ImageSet"][0];
+                let pct = img["SyncPercent"].as_u64().and_then(|p| u8::try_from(p).ok());
+                Ok(match img["ImageState"].as_str() {
+                    Some("SYNCING") => (pct, None),
+                    _ => (Some(100), Some(Ok(serde_json::Value::Null))),
+                })
+            })
+            .await?;
+            for copy in set.as_array().context("no ImageSet")? {
+                let (id, region) = (copy["ImageId"].as_str().unwrap_or(""), copy["Region"].as_str().unwrap_or(""));
+                let there = c.in_region(region).call("DescribeImages", &serde_json::json!({"ImageIds": [id]})).await?;
+                let img = &there["ImageSet"][0];
+                if img["ImageState"] != "NORMAL" {
+                    bail!("the copy {id} in {region} is {}: {}", img["ImageState"], img["FailureReason"]);
+                }
+            }
+            print_json(&serde_json::json!({ "ImageSet": set }))
         }
         Command::Export { image_id, format, output, bucket, client } => {
             let c = client.client()?;
