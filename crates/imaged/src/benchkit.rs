@@ -11,6 +11,9 @@ use serde_json::{json, Value};
 
 use crate::client::Client;
 
+/// A mebibyte.
+pub const MIB: u64 = 1 << 20;
+
 /// Runs `f` and returns how long it took, in seconds.
 pub fn timed(label: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let t = Instant::now();
@@ -144,4 +147,38 @@ pub async fn wait_normal(c: &Client, id: &str) -> anyhow::Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+/// Polls `DescribeInstances` until every instance's launch succeeded.
+pub async fn wait_running(c: &Client, ids: &[String]) -> anyhow::Result<()> {
+    loop {
+        let r = c.call("DescribeInstances", &json!({"InstanceIds": ids, "Limit": 100})).await?;
+        let set = r["InstanceSet"].as_array().context("InstanceSet")?;
+        if let Some(failed) = set.iter().find(|i| i["InstanceState"] == "LAUNCH_FAILED") {
+            bail!("launch failed: {failed}");
+        }
+        if set.len() == ids.len() && set.iter().all(|i| i["LatestOperationState"] == "SUCCESS") {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Changes 1% of a `gib` GiB instance disk (a qcow2 overlay) as a guest would: whole MiB of
+/// random data spread evenly over the disk, written with qemu-io. Returns the bytes changed.
+pub fn change_one_percent(disk: &Path, gib: u64, work: &Path) -> anyhow::Result<u64> {
+    let blocks = (gib << 10) / 100 + 1;
+    let stride = (gib << 10) / blocks;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut args = vec!["-f".to_owned(), "qcow2".to_owned()];
+    for k in 0..blocks {
+        let chunk = work.join(format!("chunk-{k}"));
+        let mut buf = vec![0u8; MIB as usize];
+        fill_random(&mut buf, &mut state);
+        std::fs::write(&chunk, &buf)?;
+        args.extend(["-c".to_owned(), format!("write -q -s {} {} {MIB}", chunk.display(), k * stride * MIB)]);
+    }
+    args.push(disk.to_string_lossy().into_owned());
+    run(Command::new("qemu-io").args(&args))?;
+    Ok(blocks * MIB)
 }

@@ -8,28 +8,12 @@
 //! bytes and against the full import's time).
 
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::Context;
-use imaged::benchkit::{disk_bytes, fill_random, make_image, peak_rss_mib, run, timed, wait_normal, BenchServer};
-use imaged::client::Client;
+use imaged::benchkit::{
+    change_one_percent, disk_bytes, make_image, peak_rss_mib, run, timed, wait_normal, wait_running, BenchServer, MIB,
+};
 use serde_json::json;
-
-const MIB: u64 = 1 << 20;
-
-async fn wait_running(c: &Client, ids: &[String]) -> anyhow::Result<()> {
-    loop {
-        let r = c.call("DescribeInstances", &json!({"InstanceIds": ids, "Limit": 100})).await?;
-        let set = r["InstanceSet"].as_array().context("InstanceSet")?;
-        if let Some(failed) = set.iter().find(|i| i["InstanceState"] == "LAUNCH_FAILED") {
-            anyhow::bail!("launch failed: {failed}");
-        }
-        if set.len() == ids.len() && set.iter().all(|i| i["LatestOperationState"] == "SUCCESS") {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let gib: u64 = std::env::args().nth(1).map_or(Ok(4), |s| s.parse())?;
@@ -89,22 +73,7 @@ fn main() -> anyhow::Result<()> {
         overlay_bytes as f64 / 100.0 / 1024.0
     );
 
-    // Change 1% of one instance's disk: whole MiB of random data spread over the disk.
-    let disk = instances.join(&ids[0]).join("system.qcow2");
-    let blocks = (gib << 10) / 100 + 1;
-    let stride = (gib << 10) / blocks;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut args = vec!["-f".to_owned(), "qcow2".to_owned()];
-    for k in 0..blocks {
-        let chunk = work.path().join(format!("chunk-{k}"));
-        let mut buf = vec![0u8; MIB as usize];
-        fill_random(&mut buf, &mut state);
-        std::fs::write(&chunk, &buf)?;
-        args.extend(["-c".to_owned(), format!("write -q -s {} {} {MIB}", chunk.display(), k * stride * MIB)]);
-    }
-    args.push(disk.to_string_lossy().into_owned());
-    run(Command::new("qemu-io").args(&args))?;
-    let changed = blocks * MIB;
+    let changed = change_one_percent(&instances.join(&ids[0]).join("system.qcow2"), gib, work.path())?;
 
     let store = data.join("blocks/regions/ap-guangzhou");
     let stored_before = disk_bytes(&store);
