@@ -133,14 +133,16 @@ impl Service {
             }
             if let Some(id) = &job.image {
                 if let Ok(Some(mut image)) = self.store().get_image(id).await {
-                    let field = match image.state {
+                    let state = image.state;
+                    let field = match state {
                         ImageState::Importing | ImageState::Creating => &mut image.progress,
                         ImageState::Syncing => &mut image.sync_percent,
                         _ => continue,
                     };
                     if *field != Some(pct) {
                         *field = Some(pct);
-                        let _ = self.store().put_images(std::slice::from_ref(&image)).await;
+                        // Only while the job has not moved the image on meanwhile.
+                        let _ = self.store().update_image_if_state(&image, state).await;
                     }
                 }
             }

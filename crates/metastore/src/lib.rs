@@ -14,7 +14,7 @@
 use async_trait::async_trait;
 use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId, InstanceId};
+use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -208,6 +208,9 @@ pub trait ImageStore: Send + Sync {
     async fn count_custom_images(&self, owner: AccountId, region: &str) -> Result<u64>;
     /// Shares `image` with `account`; false when already shared.
     async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool>;
+    /// Replaces an image's document only while its stored state is still `expected`; false when
+    /// it has moved on (work recording progress must never undo the state its job set).
+    async fn update_image_if_state(&self, image: &Image, expected: ImageState) -> Result<bool>;
     /// Shares `image` with `account` if it is shared with fewer than `limit` accounts
     /// (`ShareLimit`) and not with this one yet (`AlreadyShared`); checked and written in one
     /// step, also under concurrency.

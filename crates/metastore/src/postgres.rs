@@ -14,7 +14,7 @@ use crate::{
 };
 use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId, InstanceId};
+use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId};
 
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -764,6 +764,18 @@ impl ImageStore for PostgresStore {
         conn.execute(
             "INSERT INTO image_shares (image_id, account_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&image.as_str(), &(account.0 as i64), &now.0],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+
+    async fn update_image_if_state(&self, image: &Image, expected: ImageState) -> Result<bool> {
+        let conn = self.conn().await?;
+        let doc = encode_image(image)?;
+        conn.execute(
+            "UPDATE images SET state = $2, doc = $3 WHERE id = $1 AND state = $4",
+            &[&image.id.as_str(), &image.state.as_str(), &doc, &expected.as_str()],
         )
         .await
         .map(|n| n == 1)

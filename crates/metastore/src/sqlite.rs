@@ -15,7 +15,7 @@ use crate::{
 };
 use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, ImageId, InstanceId};
+use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId};
 
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -920,6 +920,20 @@ impl ImageStore for SqliteStore {
                     "INSERT INTO image_shares (image_id, account_id, created_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT DO NOTHING",
                     params![image.as_str(), account.0 as i64, now.0],
+                )
+                .map(|n| n == 1)
+                .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn update_image_if_state(&self, image: &Image, expected: ImageState) -> Result<bool> {
+        let image = image.clone();
+        self.writer
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE images SET state = ?2, doc = ?3 WHERE id = ?1 AND state = ?4",
+                    params![image.id.as_str(), image.state.as_str(), encode_image(&image)?, expected.as_str()],
                 )
                 .map(|n| n == 1)
                 .map_err(db_err)

@@ -435,6 +435,13 @@ async fn custom_images_are_visible_to_owner_and_share_recipients_in_their_region
     state_change.sync_percent = Some(40);
     store.put_images(std::slice::from_ref(&state_change)).await.expect("update");
     assert_eq!(store.get_image(&img.id).await.expect("db").and_then(|i| i.sync_percent), Some(40));
+    let mut stale = img.clone();
+    stale.sync_percent = Some(90);
+    assert!(!store.update_image_if_state(&stale, ImageState::Normal).await.expect("db"), "the state moved on");
+    assert_eq!(store.get_image(&img.id).await.expect("db").and_then(|i| i.sync_percent), Some(40));
+    state_change.sync_percent = Some(60);
+    assert!(store.update_image_if_state(&state_change, ImageState::Syncing).await.expect("db"));
+    assert_eq!(store.get_image(&img.id).await.expect("db").and_then(|i| i.sync_percent), Some(60));
 }
 
 async fn quota_and_name_uniqueness_hold_under_concurrency<S: MetaStore + Clone + 'static>(store: S) {
