@@ -6,12 +6,12 @@ use imaged_app::capture::{CaptureError, CaptureRequest};
 use imaged_app::images::{ImageChanges, ImageError};
 use imaged_app::instances::{InstanceError, RunRequest};
 use imaged_domain::instance::{Instance, InstanceOp, InstanceQuery, InstanceRuleError};
-use imaged_domain::query::{Filter, Page};
+use imaged_domain::query::Page;
 use imaged_domain::rules::NameError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cvm::{image_out, parse, tags_of, to_json, Ctx, TagSpecIn, TAG_SPEC};
+use crate::cvm::{domain_filters, image_out, parse, tags_of, to_json, Ctx, FilterIn, TagSpecIn, TAG_SPEC};
 use crate::error::{code, ApiError};
 use crate::params::{opt, req, Field, Ty, FILTER};
 
@@ -196,13 +196,6 @@ pub(crate) async fn run_instances(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct FilterIn {
-    name: String,
-    values: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct DescribeInstancesRequest {
     instance_ids: Option<Vec<String>>,
     filters: Option<Vec<FilterIn>>,
@@ -354,8 +347,7 @@ async fn query_instances(
     filters: Option<Vec<FilterIn>>,
     page: Page,
 ) -> Result<(u64, Vec<Instance>), ApiError> {
-    let filters: Option<Vec<Filter>> =
-        filters.map(|fs| fs.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect());
+    let filters = domain_filters(filters);
     let query = InstanceQuery::new(ids.as_deref(), filters.as_deref())?;
     Ok(ctx.service.describe_instances(ctx.caller, ctx.region()?, &query, page).await?)
 }

@@ -46,11 +46,17 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal(&e))
 }
 
+/// A `Filter` as the wire spells it.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct FilterIn {
+pub(crate) struct FilterIn {
     name: String,
     values: Vec<String>,
+}
+
+/// The domain's filters from the wire's.
+pub(crate) fn domain_filters(filters: Option<Vec<FilterIn>>) -> Option<Vec<Filter>> {
+    filters.map(|fs| fs.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect())
 }
 
 #[derive(Deserialize)]
@@ -181,8 +187,7 @@ struct DescribeImagesResponse<'a> {
 pub(crate) async fn describe_images(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
     let req: DescribeImagesRequest = parse(params)?;
     let region = ctx.region()?;
-    let filters: Option<Vec<Filter>> =
-        req.filters.map(|fs| fs.into_iter().map(|f| Filter { name: f.name, values: f.values }).collect());
+    let filters = domain_filters(req.filters);
     let mut query = ImageQuery::new(req.image_ids.as_deref(), filters.as_deref())?;
     if let Some(t) = &req.instance_type {
         let archs = architectures_for_instance_type(t).ok_or_else(|| {

@@ -182,3 +182,17 @@ pub fn change_one_percent(disk: &Path, gib: u64, work: &Path) -> anyhow::Result<
     run(Command::new("qemu-io").args(&args))?;
     Ok(blocks * MIB)
 }
+
+/// Imports `file` (a raw disk in the server's import directory) as `name` through a `file://`
+/// URL and waits until it is NORMAL; returns its id.
+pub async fn import_raw(c: &Client, file: &Path, name: &str) -> anyhow::Result<String> {
+    let r = c
+        .call(
+            "ImportImage",
+            &json!({"ImageUrl": format!("file://{}", file.display()), "ImageName": name,
+                "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64", "ImageFormat": "raw"}),
+        )
+        .await?;
+    let id = r["ImageId"].as_str().context("ImageId")?.to_owned();
+    wait_normal(c, &id).await.map(|()| id)
+}

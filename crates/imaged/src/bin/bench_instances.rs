@@ -11,7 +11,8 @@ use std::process::Command;
 
 use anyhow::Context;
 use imaged::benchkit::{
-    change_one_percent, disk_bytes, make_image, peak_rss_mib, run, timed, wait_normal, wait_running, BenchServer, MIB,
+    change_one_percent, disk_bytes, import_raw, make_image, peak_rss_mib, run, timed, wait_normal, wait_running,
+    BenchServer, MIB,
 };
 use serde_json::json;
 
@@ -34,17 +35,8 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&convert_out);
     let mut image = String::new();
     let import = timed("import", || {
-        rt.block_on(async {
-            let r = c
-                .call(
-                    "ImportImage",
-                    &json!({"ImageUrl": format!("file://{}", raw.display()), "ImageName": "golden",
-                    "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64", "ImageFormat": "raw"}),
-                )
-                .await?;
-            image = r["ImageId"].as_str().context("ImageId")?.to_owned();
-            wait_normal(c, &image).await
-        })
+        image = rt.block_on(import_raw(c, &raw, "golden"))?;
+        Ok(())
     })?;
     println!("full import of the {gib} GiB disk: {import:.2} s (qemu-img convert of the same file: {convert:.2} s)");
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use imaged::benchkit::{
-    change_one_percent, disk_bytes, make_image, run, timed, wait_normal, wait_running, BenchServer, MIB,
+    change_one_percent, disk_bytes, import_raw, make_image, run, timed, wait_normal, wait_running, BenchServer, MIB,
 };
 use imaged::client::Client;
 use serde_json::json;
@@ -38,17 +38,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let c = &server.client;
     let mib = |b: u64| b as f64 / MIB as f64;
-    let image = rt.block_on(async {
-        let r = c
-            .call(
-                "ImportImage",
-                &json!({"ImageUrl": format!("file://{}", raw.display()), "ImageName": "golden",
-                "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64", "ImageFormat": "raw"}),
-            )
-            .await?;
-        let id = r["ImageId"].as_str().context("ImageId")?.to_owned();
-        wait_normal(c, &id).await.map(|()| id)
-    })?;
+    let image = rt.block_on(import_raw(c, &raw, "golden"))?;
 
     let (source, dest) = (data.join("blocks/regions/ap-guangzhou"), data.join("blocks/regions/ap-shanghai"));
     let bytes = disk_bytes(&source);
