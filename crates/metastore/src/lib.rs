@@ -293,8 +293,9 @@ pub struct ManifestRecord {
 /// Reference counts of stored blocks, and manifests.
 #[async_trait]
 pub trait BlockRefStore: Send + Sync {
-    /// Records that work in progress wrote or reused these blocks (hex digest, stored size) at
-    /// `now`: unreferenced blocks touched after a GC cutoff are not collected.
+    /// Records that work in progress wrote or reused these blocks (hex digest, stored size; 0
+    /// when unknown, the largest size given is kept) at `now`: unreferenced blocks touched after
+    /// a GC cutoff are not collected. A digest may appear more than once.
     async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()>;
     /// In one transaction: stores the manifest, adds one reference to each of its blocks, and
     /// replaces the image document with `image`. Returns the blocks that had no reference

@@ -402,13 +402,21 @@ async fn begin_tx(tx: &tokio_postgres::Transaction<'_>, instances: &[Instance]) 
 #[async_trait]
 impl BlockRefStore for PostgresStore {
     async fn touch_blocks(&self, region: &str, blocks: &[(String, u64)], now: Timestamp) -> Result<()> {
-        let digests: Vec<&str> = blocks.iter().map(|(d, _)| d.as_str()).collect();
-        let sizes: Vec<i64> = blocks.iter().map(|(_, s)| *s as i64).collect();
+        // One row per digest: an upsert may not touch a row twice in one statement, and a disk
+        // often repeats a block.
+        let mut distinct: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (d, size) in blocks {
+            let e = distinct.entry(d.as_str()).or_insert(0);
+            *e = (*e).max(*size as i64);
+        }
+        let digests: Vec<&str> = distinct.keys().copied().collect();
+        let sizes: Vec<i64> = distinct.values().copied().collect();
         let conn = self.conn().await?;
         conn.execute(
             "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
              SELECT $1, d, 0, s, $4 FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS t(d, s)
-             ON CONFLICT (region, digest) DO UPDATE SET touched_at = excluded.touched_at",
+             ON CONFLICT (region, digest) DO UPDATE SET touched_at = excluded.touched_at,
+               stored_size = GREATEST(blocks.stored_size, excluded.stored_size)",
             &[&region, &digests, &sizes, &now.0],
         )
         .await

@@ -432,7 +432,8 @@ impl BlockRefStore for SqliteStore {
                     let mut st = tx
                         .prepare_cached(
                             "INSERT INTO blocks (region, digest, refs, stored_size, touched_at) VALUES (?1, ?2, 0, ?3, ?4)
-                             ON CONFLICT (region, digest) DO UPDATE SET touched_at = excluded.touched_at",
+                             ON CONFLICT (region, digest) DO UPDATE SET touched_at = excluded.touched_at,
+                               stored_size = MAX(stored_size, excluded.stored_size)",
                         )
                         .map_err(db_err)?;
                     for (digest, size) in &blocks {

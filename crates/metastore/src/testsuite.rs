@@ -261,6 +261,10 @@ async fn manifests_count_block_references_and_gc_takes_only_old_unreferenced_blo
         .await
         .expect("touch");
     assert_eq!(store.block_totals(region).await.expect("totals"), (3, 600));
+    // A disk repeats blocks: one call may name a digest twice.
+    let d = "dd".repeat(32);
+    store.touch_blocks("ap-repeat", &[(d.clone(), 0), (d.clone(), 50), (d, 0)], Timestamp(1_000)).await.expect("touch");
+    assert_eq!(store.block_totals("ap-repeat").await.expect("totals"), (1, 50));
     let first = custom_image(owner, region, "bytes-1", 31);
     let second = custom_image(owner, region, "bytes-2", 32);
     for img in [&first, &second] {
