@@ -163,6 +163,17 @@ result = settle_image(c, img)"#
         ),
     );
     assert_eq!((r["ImageState"].as_str(), r["ImageType"].as_str()), (Some("NORMAL"), Some("PRIVATE_IMAGE")), "{r}");
+    let r = sdk(
+        &server,
+        &recipient,
+        &format!(
+            r#"c = client()
+r = call(c, "ResetInstance", {{"InstanceId": "{theirs}", "ImageId": "{image}"}})
+result = {{"reset": r, "instance": settle_instances(c, ["{theirs}"])["{theirs}"]}}"#
+        ),
+    );
+    assert!(r["reset"]["ok"].is_object(), "a recipient may reinstall from the shared image: {r}");
+    assert_eq!(r["instance"]["LatestOperationState"], "SUCCESS");
 
     // Cancelling stops new launches at once; the instance already launched keeps its disk.
     let r = sdk(
@@ -234,6 +245,36 @@ result = out"#,
     assert_eq!(code(&r["self"]), "FailedOperation.AccountIsYourSelf");
     assert_eq!(code(&r["nobody"]), "InvalidAccountId.NotFound");
     assert_eq!(code(&r["permission"]), "InvalidParameterValue");
+
+    // A bring-your-own-licence image cannot be shared.
+    let raw = work.path().join("byol.raw");
+    std::fs::write(&raw, vec![0x5a_u8; 2 << 20]).expect("raw");
+    let upload = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["upload", &raw.to_string_lossy()])
+        .env("IMAGED_ENDPOINT", format!("http://{}", server.addr))
+        .env("TENCENTCLOUD_SECRET_ID", &owner.secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", &owner.secret_key)
+        .env("TENCENTCLOUD_REGION", "ap-guangzhou")
+        .output()
+        .expect("imaged upload");
+    assert!(upload.status.success(), "{}", String::from_utf8_lossy(&upload.stderr));
+    let url: Value = serde_json::from_slice(&upload.stdout).expect("upload json");
+    let r = sdk(
+        &server,
+        &owner,
+        &format!(
+            r#"c = client()
+r = call(c, "ImportImage", {{"ImageUrl": "{}", "ImageName": "byol", "OsType": "CentOS", "OsVersion": "7",
+    "Architecture": "x86_64", "LicenseType": "BYOL"}})
+img = settle_image(c, r["ok"]["ImageId"])
+result = {{"image": img, "share": call(c, "ModifyImageSharePermission", {{"ImageId": img["ImageId"], "AccountIds": ["{first}"], "Permission": "SHARE"}})}}
+"#,
+            url["ImageUrl"].as_str().expect("url"),
+            first = accounts[0]
+        ),
+    );
+    assert_eq!(r["image"]["LicenseType"], "BYOL", "{r}");
+    assert_eq!(code(&r["share"]), "FailedOperation.BYOLImageShareFailed");
 }
 
 #[test]
