@@ -16,7 +16,7 @@ use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageStat
 use imaged_metastore::{JobRecord, Refused};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::{ingest, IngestSource, Progress};
+use crate::ingest::{IngestSource, Progress};
 use crate::instances::InstanceError;
 use crate::jobs::JobFailure;
 use crate::service::{now, AppError, Service};
@@ -196,9 +196,7 @@ impl Service {
                 base_manifest: Arc::clone(&base.manifest),
                 base_present,
             };
-            let (manifest, stats) = ingest(source, store.clone(), Arc::clone(self.store()), region, progress)
-                .await
-                .map_err(|e| JobFailure::retry(e.to_string()))?;
+            let (manifest, stats) = self.ingest_into(source, &region, progress).await?;
             image.size_gib = manifest.virtual_size.div_ceil(1 << 30);
             let format = imaged_diskfmt::Format::Qcow2;
             self.finish_import(&mut image, manifest, format, &store).await?;

@@ -14,7 +14,7 @@ use imaged_metastore::{JobRecord, ManifestRecord, Refused};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_to_raw;
-use crate::ingest::{ingest, IngestSource, Progress};
+use crate::ingest::{IngestSource, Progress};
 use crate::jobs::JobFailure;
 use crate::service::{now, AppError, Service};
 use crate::uploads::ManifestReader;
@@ -298,30 +298,21 @@ impl Service {
                             Format::Qcow2 => {
                                 let reader =
                                     ManifestReader::new(store.clone(), manifest, tokio::runtime::Handle::current());
-                                let (m, _) = ingest(
-                                    IngestSource::Qcow2Blocks(reader),
-                                    store.clone(),
-                                    Arc::clone(self.store()),
-                                    region.clone(),
-                                    progress,
-                                )
-                                .await
-                                .map_err(|e| JobFailure::retry(format!("{e}")))?;
+                                let (m, _) =
+                                    self.ingest_into(IngestSource::Qcow2Blocks(reader), &region, progress).await?;
                                 (m, Format::Qcow2)
                             }
                             other => {
                                 let file = scratch.join("upload.bin");
                                 crate::exports::materialise(&store, &manifest, &file, &Progress::default()).await?;
                                 let raw = self.convert(&file, other, inspection.virtual_size, scratch).await?;
-                                let (m, _) = ingest(
-                                    IngestSource::File { path: raw, format: Format::Raw },
-                                    store.clone(),
-                                    Arc::clone(self.store()),
-                                    region.clone(),
-                                    progress,
-                                )
-                                .await
-                                .map_err(|e| JobFailure::retry(format!("{e}")))?;
+                                let (m, _) = self
+                                    .ingest_into(
+                                        IngestSource::File { path: raw, format: Format::Raw },
+                                        &region,
+                                        progress,
+                                    )
+                                    .await?;
                                 (m, other)
                             }
                         };
@@ -352,15 +343,7 @@ impl Service {
             Format::Raw | Format::Iso | Format::Qcow2 => (source, inspection.format),
             other => (self.convert(&source, other, inspection.virtual_size, scratch).await?, Format::Raw),
         };
-        let (manifest, _) = ingest(
-            IngestSource::File { path, format: read_as },
-            store.clone(),
-            Arc::clone(self.store()),
-            region.clone(),
-            progress,
-        )
-        .await
-        .map_err(|e| JobFailure::retry(format!("{e}")))?;
+        let (manifest, _) = self.ingest_into(IngestSource::File { path, format: read_as }, &region, progress).await?;
         self.finish_import(image, manifest, inspection.format, &store).await
     }
 

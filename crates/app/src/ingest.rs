@@ -109,6 +109,22 @@ pub enum IngestSource {
 /// A block for the writer: its index, digest, and its encoded parts unless the store has it.
 type Produced = (usize, Digest, Option<Vec<Bytes>>);
 
+impl crate::service::Service {
+    /// Reads `source` into `region`'s block store (the job's view of [`ingest`]: failures are
+    /// worth retrying, the input having been inspected already).
+    pub(crate) async fn ingest_into(
+        &self,
+        source: IngestSource,
+        region: &str,
+        progress: Arc<Progress>,
+    ) -> Result<(Manifest, IngestStats), crate::jobs::JobFailure> {
+        let store = self.data().region_blocks(region);
+        ingest(source, store, Arc::clone(self.store()), region.to_owned(), progress)
+            .await
+            .map_err(|e| crate::jobs::JobFailure::retry(e.to_string()))
+    }
+}
+
 /// Reads `source` into `store`, returning the virtual disk's manifest.
 pub async fn ingest(
     source: IngestSource,
