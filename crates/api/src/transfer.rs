@@ -6,7 +6,12 @@
 //!
 //! Uploads are contiguous: `Op=append&Offset=N` must continue at the upload's current size
 //! (`Op=status` tells it), so an interrupted client resumes where the server stopped. A client
-//! may skip all-zero ranges with `Op=zero&Offset=N&Length=M`, which extends the file with a hole.
+//! may skip all-zero ranges with `Op=zero&Offset=N&Length=M`, which extends the file with a hole,
+//! and may send whole blocks the region already stores as references: `Op=refs&Offset=N` with a
+//! body of (32-byte BLAKE3 digest, 32-byte proof) pairs, the proof being BLAKE3 keyed with the
+//! upload's `ProofNonce` over the block's bytes, so that knowing a digest is not enough to
+//! reference someone else's bytes. The server adds the longest prefix it holds and can verify
+//! and answers the new `Size`; the client sends the rest as data.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -22,6 +27,10 @@ use crate::server::{authenticate, envelope, json_response, request_id};
 
 /// Largest append in one request.
 pub(crate) const MAX_APPEND_BYTES: u64 = 256 << 20;
+/// Block references in one `Op=refs` request.
+const MAX_REFS: usize = 256;
+/// One reference: a block's digest, then the caller's possession proof of its bytes.
+const REF_BYTES: usize = 64;
 
 fn query_param(query: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
@@ -89,12 +98,41 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
                 ));
             }
             let id = service.create_upload(caller, region).map_err(upload_error)?;
-            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": 0})
+            let state = service.upload_state(caller, &id).map_err(upload_error)?;
+            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": 0,
+                "ProofNonce": hex::encode(state.nonce)})
         }
         "status" => {
             let id = upload_id()?;
             let state = service.upload_state(caller, &id).map_err(upload_error)?;
-            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": state.manifest.virtual_size})
+            serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": state.manifest.virtual_size,
+                "ProofNonce": hex::encode(state.nonce)})
+        }
+        "refs" => {
+            let id = upload_id()?;
+            let offset = number(&query, "Offset")?;
+            let body =
+                body.collect().await.map_err(|e| ApiError::invalid_parameter("body", &format!("interrupted: {e}")))?;
+            let bytes = body.to_bytes();
+            if bytes.len() % REF_BYTES != 0 || bytes.len() > MAX_REFS * REF_BYTES {
+                return Err(ApiError::invalid_parameter(
+                    "body",
+                    &format!("expected up to {MAX_REFS} references of {REF_BYTES} bytes (digest, proof)"),
+                ));
+            }
+            let refs: Vec<_> = bytes
+                .chunks_exact(REF_BYTES)
+                .map(|r| {
+                    let (mut d, mut p) = ([0u8; 32], [0u8; 32]);
+                    d.copy_from_slice(&r[..32]);
+                    p.copy_from_slice(&r[32..]);
+                    (d, p)
+                })
+                .collect();
+            let mut writer = service.upload_writer(caller, &id, offset).map_err(upload_error)?;
+            let accepted = writer.reference(&refs).await.map_err(upload_error)?;
+            let size = writer.finish().await.map_err(upload_error)?;
+            serde_json::json!({"UploadId": id, "Size": size, "Accepted": accepted})
         }
         "zero" => {
             let id = upload_id()?;
@@ -128,7 +166,10 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
             serde_json::json!({"UploadId": id, "Size": size})
         }
         other => {
-            return Err(ApiError::invalid_parameter("Op", &format!("`{other}` is not create, status, append or zero")))
+            return Err(ApiError::invalid_parameter(
+                "Op",
+                &format!("`{other}` is not create, status, append, refs or zero"),
+            ))
         }
     };
     serde_json::to_vec(&out).map_err(|e| ApiError::internal(&e))

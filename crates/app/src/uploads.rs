@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use imaged_chunkstore::{block, is_zero, BlockStore, Digest, Manifest, BLOCK_SIZE};
+use imaged_chunkstore::{block, is_zero, possession_proof, BlockStore, Digest, Manifest, BLOCK_SIZE};
 use imaged_diskfmt::ReadAt;
 use imaged_domain::AccountId;
 use tokio::task::JoinSet;
@@ -35,6 +35,8 @@ pub struct UploadState {
     pub region: String,
     /// Its blocks; `virtual_size` is the bytes received.
     pub manifest: Manifest,
+    /// The nonce of this upload's possession proofs (see [`possession_proof`]).
+    pub nonce: [u8; 32],
 }
 
 fn valid_id(id: &str) -> bool {
@@ -52,7 +54,8 @@ impl Service {
         std::fs::create_dir_all(self.data().uploads_dir()).map_err(UploadError::Io)?;
         let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(|e| UploadError::Store(e.to_string()))?);
         let (owner_path, _) = self.upload_paths(&id);
-        std::fs::write(owner_path, format!("{owner}\n{region}\n")).map_err(UploadError::Io)?;
+        let nonce = hex::encode(crate::secrets::random_bytes::<32>().map_err(|e| UploadError::Store(e.to_string()))?);
+        std::fs::write(owner_path, format!("{owner}\n{region}\n{nonce}\n")).map_err(UploadError::Io)?;
         self.save_upload(&id, &Manifest::zeroed(BLOCK_SIZE as u32, 0))?;
         Ok(id)
     }
@@ -69,9 +72,12 @@ impl Service {
             return Err(UploadError::NotFound);
         }
         let region = lines.next().unwrap_or_default().to_owned();
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(lines.next().unwrap_or_default(), &mut nonce)
+            .map_err(|_| UploadError::Store("the upload has no proof nonce".into()))?;
         let bytes = std::fs::read(manifest_path).map_err(|_| UploadError::NotFound)?;
         let manifest = Manifest::decode(&bytes).map_err(|e| UploadError::Store(e.to_string()))?;
-        Ok(UploadState { owner, region, manifest })
+        Ok(UploadState { owner, region, manifest, nonce })
     }
 
     fn save_upload(&self, id: &str, manifest: &Manifest) -> Result<(), UploadError> {
@@ -191,6 +197,49 @@ impl UploadWriter {
             }
         }
         Ok(())
+    }
+
+    /// Adds whole blocks the store already holds, by digest, each with the caller's proof that
+    /// it has the bytes ([`possession_proof`] under this upload's nonce). Blocks are read back
+    /// (and so verified) to check the proofs, several at a time; the longest accepted prefix is
+    /// added. Returns how many were.
+    pub async fn reference(&mut self, refs: &[([u8; 32], [u8; 32])]) -> Result<usize, UploadError> {
+        if self.pending_len != 0 {
+            return Err(UploadError::Misaligned);
+        }
+        self.check_limit((refs.len() * BLOCK_SIZE) as u64)?;
+        let nonce = self.state.nonce;
+        let mut verdicts = vec![false; refs.len()];
+        let mut checks = JoinSet::new();
+        let mut settle = |r: Option<Result<(usize, bool), tokio::task::JoinError>>| {
+            if let Some(Ok((i, ok))) = r {
+                verdicts[i] = ok;
+            }
+        };
+        for (i, (digest, proof)) in refs.iter().copied().enumerate() {
+            let digest = Digest(digest);
+            if checks.len() >= IN_FLIGHT {
+                settle(checks.join_next().await);
+            }
+            let store = self.store.clone();
+            checks.spawn(async move {
+                let Ok(data) = store.get(&digest).await else { return (i, false) };
+                let ok = tokio::task::spawn_blocking(move || possession_proof(&nonce, &data) == proof)
+                    .await
+                    .unwrap_or(false);
+                (i, ok)
+            });
+        }
+        while !checks.is_empty() {
+            settle(checks.join_next().await);
+        }
+        let accepted = verdicts.iter().take_while(|ok| **ok).count();
+        for (digest, _) in &refs[..accepted] {
+            self.done.push((self.next_index, Some((Digest(*digest), 0))));
+            self.next_index += 1;
+        }
+        self.received += (accepted * BLOCK_SIZE) as u64;
+        Ok(accepted)
     }
 
     /// Adds `len` zero bytes without storing anything (whole blocks, or the final short one).

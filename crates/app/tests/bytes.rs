@@ -108,3 +108,47 @@ async fn gc_keeps_blocks_a_running_job_may_still_need() {
     assert_eq!(svc.collect_garbage(region, Duration::ZERO).await.expect("gc").deleted_blocks, 1);
     assert!(!blocks.contains(&digest).await.expect("head"));
 }
+
+#[tokio::test]
+async fn a_stored_block_is_referenced_only_with_a_proof_of_its_bytes() {
+    use imaged_chunkstore::{possession_proof, Digest};
+    use imaged_domain::AccountId;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(dir.path()).await;
+    let (alice, mallory) = (AccountId(100_000_000_001), AccountId(100_000_000_002));
+    let secret: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let digest = Digest::of(&secret);
+
+    // Alice uploads her block as data: it is now in the region's store.
+    let first = svc.create_upload(alice, "ap-guangzhou").expect("upload");
+    let mut w = svc.upload_writer(alice, &first, 0).expect("writer");
+    w.write(bytes::Bytes::from(secret.clone())).await.expect("write");
+    assert_eq!(w.finish().await.expect("finish"), 1 << 20);
+
+    // Mallory knows the digest but not the bytes: a guessed proof, or one made under another
+    // upload's nonce, references nothing.
+    let theft = svc.create_upload(mallory, "ap-guangzhou").expect("upload");
+    let nonce = svc.upload_state(mallory, &theft).expect("state").nonce;
+    let alices_nonce = svc.upload_state(alice, &first).expect("state").nonce;
+    for proof in [[0u8; 32], digest.0, possession_proof(&alices_nonce, &secret)] {
+        let mut w = svc.upload_writer(mallory, &theft, 0).expect("writer");
+        assert_eq!(w.reference(&[(digest.0, proof)]).await.expect("refs"), 0);
+        assert_eq!(w.finish().await.expect("finish"), 0, "nothing was added");
+    }
+    // A digest the store does not hold is not accepted either, even with a valid proof.
+    let absent = vec![9u8; 1 << 20];
+    let mut w = svc.upload_writer(mallory, &theft, 0).expect("writer");
+    assert_eq!(w.reference(&[(Digest::of(&absent).0, possession_proof(&nonce, &absent))]).await.expect("refs"), 0);
+    w.finish().await.expect("finish");
+
+    // With the bytes, the proof holds: the block is added without being sent, and only the
+    // prefix of valid references counts.
+    let again = svc.create_upload(alice, "ap-guangzhou").expect("upload");
+    let nonce = svc.upload_state(alice, &again).expect("state").nonce;
+    let good = (digest.0, possession_proof(&nonce, &secret));
+    let mut w = svc.upload_writer(alice, &again, 0).expect("writer");
+    assert_eq!(w.reference(&[good, (digest.0, [1; 32]), good]).await.expect("refs"), 1);
+    assert_eq!(w.finish().await.expect("finish"), 1 << 20);
+    let state = svc.upload_state(alice, &again).expect("state");
+    assert_eq!(state.manifest.blocks, vec![Some(digest)]);
+}

@@ -45,6 +45,13 @@ impl fmt::Display for Digest {
     }
 }
 
+/// Proof that the caller holds a block's bytes, not just its digest: BLAKE3 keyed with a nonce
+/// the service chose for one upload. Referencing a stored block by digest requires it, so that
+/// a digest learnt elsewhere does not give access to another tenant's bytes.
+pub fn possession_proof(nonce: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(nonce, data).as_bytes()
+}
+
 /// Whether every byte is zero (16 bytes at a time; the compiler vectorises the comparison).
 pub fn is_zero(data: &[u8]) -> bool {
     let mut chunks = data.chunks_exact(16);
@@ -54,6 +61,16 @@ pub fn is_zero(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_possession_proof_depends_on_the_nonce_and_the_bytes() {
+        let data = vec![7u8; 4096];
+        let p = possession_proof(&[1; 32], &data);
+        assert_eq!(p, possession_proof(&[1; 32], &data));
+        assert_ne!(p, possession_proof(&[2; 32], &data));
+        assert_ne!(p, possession_proof(&[1; 32], &data[1..]));
+        assert_ne!(p, Digest::of(&data).0, "the proof is not the public digest");
+    }
 
     #[test]
     fn the_digest_of_parts_is_the_digest_of_their_concatenation() {

@@ -22,7 +22,7 @@ pub mod digest;
 pub mod manifest;
 pub mod store;
 
-pub use digest::{is_zero, Digest};
+pub use digest::{is_zero, possession_proof, Digest};
 pub use manifest::Manifest;
 pub use store::{BlockStore, ChunkError, PutOutcome};
 

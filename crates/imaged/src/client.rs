@@ -144,36 +144,58 @@ impl Client {
     /// being sent, so reading the file and the server's work overlap.
     pub async fn upload(&self, file: &Path, resume: Option<&str>) -> anyhow::Result<(String, String)> {
         const CHUNK: u64 = 64 << 20;
+        /// Chunks sent as data, without trying references, after a chunk none was accepted of.
+        const COLD_CHUNKS: u32 = 3;
         let f = std::sync::Arc::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
         let size = f.metadata()?.len();
-        let (id, mut offset) = match resume {
-            Some(id) => {
-                let s = self.upload_op(&format!("Op=status&UploadId={id}"), Bytes::new()).await?;
-                (id.to_owned(), s["Size"].as_u64().context("status without Size")?)
-            }
-            None => {
-                let s = self.upload_op("Op=create", Bytes::new()).await?;
-                (s["UploadId"].as_str().context("no UploadId")?.to_owned(), 0)
-            }
+        let s = match resume {
+            Some(id) => self.upload_op(&format!("Op=status&UploadId={id}"), Bytes::new()).await?,
+            None => self.upload_op("Op=create", Bytes::new()).await?,
         };
+        let id = s["UploadId"].as_str().context("no UploadId")?.to_owned();
+        let mut offset = s["Size"].as_u64().context("no Size")?;
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(s["ProofNonce"].as_str().unwrap_or_default(), &mut nonce).context("no ProofNonce")?;
         let data = std::sync::Arc::new(imaged_app::disk::data_ranges(&f, size));
         let mut bar = ProgressBar::new("upload", size);
         bar.set(offset);
-        let read = |at: u64| {
+        let read = |at: u64, proofs: bool| {
             let (f, data) = (std::sync::Arc::clone(&f), std::sync::Arc::clone(&data));
-            tokio::task::spawn_blocking(move || read_runs(&f, &data, at, (size - at).min(CHUNK)))
+            let nonce = proofs.then_some(nonce);
+            tokio::task::spawn_blocking(move || read_runs(&f, &data, at, (size - at).min(CHUNK), nonce))
         };
-        let mut next = (offset < size).then(|| read(offset));
+        let mut cold = 0u32;
+        let mut next = (offset < size).then(|| read(offset, true));
         while let Some(pending) = next.take() {
             let (end, runs) = pending.await??;
-            next = (end < size).then(|| read(end));
+            next = (end < size).then(|| read(end, cold == 0));
+            cold = cold.saturating_sub(1);
             for (at, run) in runs {
                 match run {
                     Run::Zero(len) => {
-                        self.upload_op(&format!("Op=zero&UploadId={id}&Offset={at}&Length={len}"), Bytes::new()).await?
+                        self.upload_op(&format!("Op=zero&UploadId={id}&Offset={at}&Length={len}"), Bytes::new())
+                            .await?;
                     }
-                    Run::Data(bytes) => self.upload_op(&format!("Op=append&UploadId={id}&Offset={at}"), bytes).await?,
-                };
+                    Run::Data { bytes, refs } => {
+                        let mut sent = 0usize;
+                        for batch in refs.chunks(REFS_PER_REQUEST * 64) {
+                            let query = format!("Op=refs&UploadId={id}&Offset={}", at + sent as u64);
+                            let r = self.upload_op(&query, Bytes::copy_from_slice(batch)).await?;
+                            let accepted = usize::try_from(r["Accepted"].as_u64().unwrap_or(0))?;
+                            sent += accepted * BLOCK;
+                            if accepted < batch.len() / 64 {
+                                if accepted == 0 {
+                                    cold = COLD_CHUNKS;
+                                }
+                                break;
+                            }
+                        }
+                        if sent < bytes.len() {
+                            let query = format!("Op=append&UploadId={id}&Offset={}", at + sent as u64);
+                            self.upload_op(&query, bytes.slice(sent..)).await?;
+                        }
+                    }
+                }
             }
             offset = end;
             bar.set(offset);
@@ -211,17 +233,29 @@ impl Client {
     }
 }
 
-/// A run of an upload chunk: zero bytes to send as a hole, or data.
+/// The service's block size: references and proofs are per block.
+const BLOCK: usize = 1 << 20;
+/// Block references sent in one `Op=refs` request.
+const REFS_PER_REQUEST: usize = 256;
+
+/// A run of an upload chunk: zero bytes to send as a hole, or data with, when asked for, the
+/// references of its whole blocks (digest and possession proof, 64 bytes each) to try first.
 enum Run {
     Zero(u64),
-    Data(Bytes),
+    Data { bytes: Bytes, refs: Vec<u8> },
 }
 
-/// Reads `len` bytes of `f` at `offset` (holes are not read) and splits them into runs of whole
-/// zero MiB and data, in order; returns the chunk's end and its runs.
-fn read_runs(f: &std::fs::File, data: &[(u64, u64)], offset: u64, len: u64) -> std::io::Result<(u64, Vec<(u64, Run)>)> {
+/// Reads `len` bytes of `f` at `offset` (a block boundary; holes are not read) and splits them
+/// into runs of whole zero MiB and data, in order, with the data's block references when a
+/// proof `nonce` is given; returns the chunk's end and its runs.
+fn read_runs(
+    f: &std::fs::File,
+    data: &[(u64, u64)],
+    offset: u64,
+    len: u64,
+    nonce: Option<[u8; 32]>,
+) -> std::io::Result<(u64, Vec<(u64, Run)>)> {
     use std::os::unix::fs::FileExt;
-    const ZERO_UNIT: usize = 1 << 20;
     let end = offset + len;
     let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
     if data.iter().any(|(s, e)| *s < end && *e > offset) {
@@ -231,14 +265,27 @@ fn read_runs(f: &std::fs::File, data: &[(u64, u64)], offset: u64, len: u64) -> s
     let mut runs = Vec::new();
     let mut pos = 0usize;
     while pos < buf.len() {
-        let unit = |at: usize| imaged_chunkstore::is_zero(&buf[at..(at + ZERO_UNIT).min(buf.len())]);
+        let unit = |at: usize| imaged_chunkstore::is_zero(&buf[at..(at + BLOCK).min(buf.len())]);
         let zero = unit(pos);
-        let mut run_end = (pos + ZERO_UNIT).min(buf.len());
+        let mut run_end = (pos + BLOCK).min(buf.len());
         while run_end < buf.len() && unit(run_end) == zero {
-            run_end = (run_end + ZERO_UNIT).min(buf.len());
+            run_end = (run_end + BLOCK).min(buf.len());
         }
         let at = offset + pos as u64;
-        runs.push((at, if zero { Run::Zero((run_end - pos) as u64) } else { Run::Data(buf.slice(pos..run_end)) }));
+        let run = if zero {
+            Run::Zero((run_end - pos) as u64)
+        } else {
+            let bytes = buf.slice(pos..run_end);
+            let mut refs = Vec::new();
+            if let Some(nonce) = nonce {
+                for block in bytes.chunks_exact(BLOCK) {
+                    refs.extend_from_slice(&imaged_chunkstore::Digest::of(block).0);
+                    refs.extend_from_slice(&imaged_chunkstore::possession_proof(&nonce, block));
+                }
+            }
+            Run::Data { bytes, refs }
+        };
+        runs.push((at, run));
         pos = run_end;
     }
     Ok((end, runs))
