@@ -223,7 +223,7 @@ impl UploadWriter {
             }
             let store = self.store.clone();
             checks.spawn(async move {
-                let Ok(data) = store.get(&digest).await else { return (i, false) };
+                let Ok(data) = store.get_bytes(&digest).await else { return (i, false) };
                 let ok = tokio::task::spawn_blocking(move || possession_proof(&nonce, &data) == proof)
                     .await
                     .unwrap_or(false);

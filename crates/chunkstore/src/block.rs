@@ -69,6 +69,21 @@ pub fn encode_parts(parts: Vec<bytes::Bytes>) -> Vec<bytes::Bytes> {
     out
 }
 
+/// Decodes a stored block and verifies it hashes to `expected`, without copying a raw one.
+pub fn decode_bytes(stored: bytes::Bytes, expected: &Digest, max_len: usize) -> Result<bytes::Bytes, BlockError> {
+    if stored.first() != Some(&RAW) {
+        return decode(&stored, expected, max_len).map(bytes::Bytes::from);
+    }
+    let data = stored.slice(1..);
+    if data.len() > max_len {
+        return Err(BlockError::TooLarge(expected.to_hex()));
+    }
+    if Digest::of(&data) != *expected {
+        return Err(BlockError::DigestMismatch(expected.to_hex()));
+    }
+    Ok(data)
+}
+
 /// Decodes a stored block and verifies it hashes to `expected`.
 pub fn decode(stored: &[u8], expected: &Digest, max_len: usize) -> Result<Vec<u8>, BlockError> {
     let name = || expected.to_hex();
@@ -149,6 +164,19 @@ mod tests {
         assert_eq!(decode(&enc, &digest, 1 << 20), Err(BlockError::DigestMismatch(digest.to_hex())));
         assert!(decode(&[9, 1, 2], &digest, 1 << 20).is_err());
         assert!(decode(&[], &digest, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn decoding_without_a_copy_verifies_alike() {
+        let random = pseudo_random(1 << 20, 9);
+        let enc = bytes::Bytes::from(encode(&random));
+        let digest = Digest::of(&random);
+        assert_eq!(decode_bytes(enc.clone(), &digest, 1 << 20).expect("decode")[..], random[..]);
+        assert!(decode_bytes(enc.clone(), &Digest::of(b"other"), 1 << 20).is_err());
+        assert!(decode_bytes(enc, &digest, 1000).is_err(), "capped");
+        let text = b"compressible ".repeat(10_000);
+        let enc = bytes::Bytes::from(encode(&text));
+        assert_eq!(decode_bytes(enc, &Digest::of(&text), 1 << 20).expect("decode")[..], text[..]);
     }
 
     #[test]

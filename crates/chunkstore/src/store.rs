@@ -86,6 +86,12 @@ impl BlockStore {
         }
     }
 
+    /// A block's bytes, verified against its digest, without copying a raw block.
+    pub async fn get_bytes(&self, digest: &Digest) -> Result<Bytes, ChunkError> {
+        let stored = self.get_encoded(digest).await?;
+        Ok(block::decode_bytes(stored, digest, BLOCK_SIZE)?)
+    }
+
     /// A block's bytes, verified against its digest.
     pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ChunkError> {
         let stored = self.get_encoded(digest).await?;

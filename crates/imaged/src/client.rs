@@ -22,6 +22,8 @@ pub struct Client {
     secret_id: String,
     secret_key: String,
     region: String,
+    /// Whether uploads try block references first (default: unless the endpoint is loopback).
+    upload_refs: bool,
     /// A kept-alive connection, reused by sequential requests.
     conn: std::sync::Arc<tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>>,
 }
@@ -44,15 +46,24 @@ impl Client {
         }
         let var = |n: &str| std::env::var(n).ok().filter(|s| !s.is_empty());
         Ok(Self {
-            host,
             secret_id: var("TENCENTCLOUD_SECRET_ID").context("TENCENTCLOUD_SECRET_ID is not set")?,
             secret_key: var("TENCENTCLOUD_SECRET_KEY").context("TENCENTCLOUD_SECRET_KEY is not set")?,
             region: region
                 .map(str::to_owned)
                 .or_else(|| var("TENCENTCLOUD_REGION"))
                 .unwrap_or_else(|| "ap-guangzhou".into()),
+            upload_refs: !is_loopback(&host),
             conn: std::sync::Arc::default(),
+            host,
         })
+    }
+
+    /// Sets whether uploads try block references first (`None`: the default for the endpoint).
+    pub fn with_upload_refs(mut self, refs: Option<bool>) -> Self {
+        if let Some(r) = refs {
+            self.upload_refs = r;
+        }
+        self
     }
 
     /// The same client, calling in `region` (on a connection of its own).
@@ -165,10 +176,10 @@ impl Client {
             tokio::task::spawn_blocking(move || read_runs(&f, &data, at, (size - at).min(CHUNK), nonce))
         };
         let mut cold = 0u32;
-        let mut next = (offset < size).then(|| read(offset, true));
+        let mut next = (offset < size).then(|| read(offset, self.upload_refs));
         while let Some(pending) = next.take() {
             let (end, runs) = pending.await??;
-            next = (end < size).then(|| read(end, cold == 0));
+            next = (end < size).then(|| read(end, self.upload_refs && cold == 0));
             cold = cold.saturating_sub(1);
             for (at, run) in runs {
                 match run {
@@ -291,6 +302,12 @@ fn read_runs(
     Ok((end, runs))
 }
 
+/// Whether `host` (`name:port`) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
@@ -356,6 +373,21 @@ impl ProgressBar {
         self.set(self.total);
         if self.tty {
             eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        for host in ["127.0.0.1:9180", "localhost:80", "[::1]:9180", "127.0.0.2:1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["10.0.0.5:9180", "images.example:443", "[2001:db8::1]:9180"] {
+            assert!(!is_loopback(host), "{host}");
         }
     }
 }

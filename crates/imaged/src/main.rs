@@ -157,11 +157,22 @@ struct ClientArgs {
     /// Region (env TENCENTCLOUD_REGION; default ap-guangzhou).
     #[arg(long)]
     region: Option<String>,
+    /// Uploads: send whole blocks the region already stores as references with a proof of
+    /// possession instead of their bytes: `auto` (unless the endpoint is on this host, where
+    /// sending bytes costs less than hashing them twice), `always` or `never`.
+    #[arg(long, env = "IMAGED_UPLOAD_REFS", default_value = "auto")]
+    upload_refs: String,
 }
 
 impl ClientArgs {
     fn client(&self) -> anyhow::Result<Client> {
-        Client::from_env(self.endpoint.as_deref(), self.region.as_deref())
+        let refs = match self.upload_refs.as_str() {
+            "auto" => None,
+            "always" => Some(true),
+            "never" => Some(false),
+            other => bail!("--upload-refs must be auto, always or never, not `{other}`"),
+        };
+        Ok(Client::from_env(self.endpoint.as_deref(), self.region.as_deref())?.with_upload_refs(refs))
     }
 }
 

@@ -360,6 +360,34 @@ fn the_same_image_imported_five_times_is_stored_once() {
     let gc = server.cli(&["gc", "--grace-secs", "0"]);
     assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
     assert_eq!(stored(), once, "five imports of one disk store one copy");
+    // Sending the blocks as references with proofs (what a remote client does) gives the same
+    // image and stores nothing more.
+    let out = imaged(
+        &server,
+        &server.admin,
+        &[
+            "import",
+            &raw.to_string_lossy(),
+            "--name",
+            "by-reference",
+            "--os-type",
+            "CentOS",
+            "--os-version",
+            "7",
+            "--arch",
+            "x86_64",
+            "--upload-refs",
+            "always",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = serde_json::from_slice::<Value>(&out.stdout).expect("json")["ImageId"].as_str().expect("id").to_owned();
+    let back = work.path().join("by-reference.raw");
+    cli_export(&server, &server.admin, &id, "raw", &back);
+    assert!(same_bytes(&raw, &back), "the referenced blocks are the disk's");
+    assert_eq!(stored(), once, "references store nothing new");
     let fsck = server.cli(&["fsck"]);
     assert!(fsck.status.success(), "GC kept every referenced block: {}", String::from_utf8_lossy(&fsck.stdout));
 }
