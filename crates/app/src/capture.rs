@@ -74,6 +74,18 @@ struct CaptureParams {
     started_in: InstanceState,
 }
 
+impl CaptureParams {
+    /// The state the instance is left in when the capture ends, done or given up: stopped
+    /// after a forced power-off, else as it was.
+    fn end_state(&self) -> InstanceState {
+        if self.force_poweroff {
+            InstanceState::Stopped
+        } else {
+            final_state(InstanceOp::CreateImage, self.started_in)
+        }
+    }
+}
+
 impl Service {
     /// `CreateImage` from an instance: validates, then inserts the CREATING image, begins the
     /// instance's `CreateImage` operation and queues the capture, in one transaction (quota,
@@ -203,12 +215,7 @@ impl Service {
             tracing::info!(image = %image.id, new_blocks = stats.new_blocks, new_bytes = stats.new_bytes, "captured");
         }
         if instance.busy() && instance.latest_operation == Some(InstanceOp::CreateImage) {
-            let state = if params.force_poweroff {
-                InstanceState::Stopped
-            } else {
-                final_state(InstanceOp::CreateImage, params.started_in)
-            };
-            instance.end(state, None);
+            instance.end(params.end_state(), None);
             self.store().put_instances(std::slice::from_ref(&instance)).await.map_err(JobFailure::retry)?;
         }
         Ok(serde_json::json!({ "ImageId": image.id.to_string() }).to_string())
@@ -219,8 +226,7 @@ impl Service {
         let Ok(params) = serde_json::from_str::<CaptureParams>(&job.params) else { return };
         let Ok(Some(mut instance)) = self.store().get_instance(&params.instance).await else { return };
         if instance.busy() && instance.latest_operation == Some(InstanceOp::CreateImage) {
-            let state = if params.force_poweroff { InstanceState::Stopped } else { params.started_in };
-            instance.end(state, Some(message.to_owned()));
+            instance.end(params.end_state(), Some(message.to_owned()));
             let _ = self.store().put_instances(std::slice::from_ref(&instance)).await;
         }
     }
