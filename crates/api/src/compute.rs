@@ -11,7 +11,7 @@ use imaged_domain::rules::NameError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cvm::{domain_filters, image_out, parse, tags_of, to_json, Ctx, FilterIn, TagSpecIn, TAG_SPEC};
+use crate::cvm::{domain_filters, image_out, parse, tags_of, to_json, Ctx, FilterIn, TagOut, TagSpecIn, TAG_SPEC};
 use crate::error::{code, ApiError};
 use crate::params::{opt, req, Field, Ty, FILTER};
 
@@ -224,13 +224,6 @@ struct DiskOut {
     disk_type: &'static str,
     disk_id: String,
     disk_size: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct TagOut<'a> {
-    key: &'a str,
-    value: &'a str,
 }
 
 #[derive(Serialize)]

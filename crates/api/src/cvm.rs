@@ -69,11 +69,12 @@ struct DescribeImagesRequest {
     instance_type: Option<String>,
 }
 
+/// `Tag`, as answers carry it.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct TagOut<'a> {
-    key: &'a str,
-    value: &'a str,
+pub(crate) struct TagOut<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) value: &'a str,
 }
 
 #[derive(Serialize)]

@@ -162,6 +162,20 @@ pub struct SqliteStore {
     readers: Arc<Pool>,
 }
 
+impl SqliteStore {
+    /// The document of the row `sql` selects by id, on a reader.
+    async fn doc_by_id(&self, sql: &'static str, id: &str) -> Result<Option<String>> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut st| st.query_row(params![id], |r| r.get::<_, String>(0)).optional())
+                    .map_err(db_err)
+            })
+            .await
+    }
+}
+
 fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
@@ -860,16 +874,7 @@ impl ImageStore for SqliteStore {
     }
 
     async fn get_image(&self, id: &ImageId) -> Result<Option<Image>> {
-        let id = id.clone();
-        self.readers
-            .run(move |conn| {
-                conn.prepare_cached("SELECT doc FROM images WHERE id = ?1")
-                    .and_then(|mut st| st.query_row(params![id.as_str()], |r| r.get::<_, String>(0)).optional())
-                    .map_err(db_err)?
-                    .map(|doc| decode_image(&doc))
-                    .transpose()
-            })
-            .await
+        self.doc_by_id("SELECT doc FROM images WHERE id = ?1", id.as_str()).await?.map(|d| decode_image(&d)).transpose()
     }
 
     async fn visible_images(&self, caller: AccountId, region: &str) -> Result<Vec<VisibleImage>> {
@@ -1114,16 +1119,10 @@ impl InstanceStore for SqliteStore {
     }
 
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
-        let id = id.clone();
-        self.readers
-            .run(move |conn| {
-                conn.prepare_cached("SELECT doc FROM instances WHERE id = ?1")
-                    .and_then(|mut st| st.query_row(params![id.as_str()], |r| r.get::<_, String>(0)).optional())
-                    .map_err(db_err)?
-                    .map(|doc| decode_instance(&doc))
-                    .transpose()
-            })
-            .await
+        self.doc_by_id("SELECT doc FROM instances WHERE id = ?1", id.as_str())
+            .await?
+            .map(|d| decode_instance(&d))
+            .transpose()
     }
 
     async fn list_instances(&self, owner: AccountId, region: &str) -> Result<Vec<Instance>> {
