@@ -196,3 +196,33 @@ pub async fn import_raw(c: &Client, file: &Path, name: &str) -> anyhow::Result<S
     let id = r["ImageId"].as_str().context("ImageId")?.to_owned();
     wait_normal(c, &id).await.map(|()| id)
 }
+
+/// The start every image benchmark shares: a work directory (`IMAGED_BENCH_DIR`, else /tmp),
+/// a SIZE_GIB (first argument, default 4) image in it, half random data and half zeros, and a
+/// server whose import directory it is.
+pub struct Bench {
+    /// The image's size, GiB.
+    pub gib: u64,
+    /// The raw image.
+    pub raw: std::path::PathBuf,
+    /// The server's data directory.
+    pub data: std::path::PathBuf,
+    /// The server.
+    pub server: BenchServer,
+    /// Removed on drop, after the server (fields drop in order).
+    pub work: tempfile::TempDir,
+}
+
+impl Bench {
+    /// Builds the image and starts the server with `config` appended to its config file.
+    pub fn start(config: &str) -> anyhow::Result<Self> {
+        let gib: u64 = std::env::args().nth(1).map_or(Ok(4), |s| s.parse())?;
+        let work = tempfile::tempdir_in(std::env::var("IMAGED_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))?;
+        let raw = work.path().join("disk.raw");
+        eprintln!("building a {gib} GiB image (half random, half zeros)…");
+        make_image(&raw, gib)?;
+        let data = work.path().join("data");
+        let server = BenchServer::start(&data, &format!("import_dir = \"{}\"\n{config}", work.path().display()))?;
+        Ok(Self { gib, raw, data, server, work })
+    }
+}

@@ -163,6 +163,24 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Upserts `items` with `put`, all in one transaction on the writer.
+    async fn put_all<T: Clone + Send + 'static>(
+        &self,
+        items: &[T],
+        put: fn(&Connection, &T) -> Result<()>,
+    ) -> Result<()> {
+        let items = items.to_vec();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                for item in &items {
+                    put(&tx, item)?;
+                }
+                tx.commit().map_err(db_err)
+            })
+            .await
+    }
+
     /// The document of the row `sql` selects by id, on a reader.
     async fn doc_by_id(&self, sql: &'static str, id: &str) -> Result<Option<String>> {
         let id = id.to_owned();
@@ -846,16 +864,7 @@ impl KeyStore for SqliteStore {
 #[async_trait]
 impl ImageStore for SqliteStore {
     async fn put_images(&self, images: &[Image]) -> Result<()> {
-        let images = images.to_vec();
-        self.writer
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                for image in &images {
-                    put_image(&tx, image)?;
-                }
-                tx.commit().map_err(db_err)
-            })
-            .await
+        self.put_all(images, put_image).await
     }
 
     async fn insert_custom_image(&self, image: &Image, quota: u32) -> Result<Result<(), Refused>> {
@@ -1141,16 +1150,7 @@ impl InstanceStore for SqliteStore {
     }
 
     async fn put_instances(&self, instances: &[Instance]) -> Result<()> {
-        let instances = instances.to_vec();
-        self.writer
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                for instance in &instances {
-                    put_instance(&tx, instance)?;
-                }
-                tx.commit().map_err(db_err)
-            })
-            .await
+        self.put_all(instances, put_instance).await
     }
 
     async fn begin_operation(&self, instances: &[Instance], job: &JobRecord) -> Result<Result<u64, Refused>> {

@@ -11,31 +11,25 @@ use std::process::Command;
 
 use anyhow::Context;
 use imaged::benchkit::{
-    change_one_percent, disk_bytes, import_raw, make_image, peak_rss_mib, run, timed, wait_normal, wait_running,
-    BenchServer, MIB,
+    change_one_percent, disk_bytes, import_raw, peak_rss_mib, run, timed, wait_normal, wait_running, Bench, MIB,
 };
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
-    let gib: u64 = std::env::args().nth(1).map_or(Ok(4), |s| s.parse())?;
-    let work = tempfile::tempdir_in(std::env::var("IMAGED_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))?;
-    let raw = work.path().join("disk.raw");
-    eprintln!("building a {gib} GiB image (half random, half zeros)…");
-    make_image(&raw, gib)?;
-    let data = work.path().join("data");
-    let server = BenchServer::start(&data, &format!("import_dir = \"{}\"\n", work.path().display()))?;
+    let bench = Bench::start("")?;
+    let (gib, raw, data, server, work) = (bench.gib, &bench.raw, &bench.data, &bench.server, &bench.work);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let c = &server.client;
     let mib = |b: u64| b as f64 / MIB as f64;
 
     let convert_out = work.path().join("convert.out");
     let convert = timed("qemu-img convert", || {
-        run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "raw"]).arg(&raw).arg(&convert_out))
+        run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "raw"]).arg(raw).arg(&convert_out))
     })?;
     let _ = std::fs::remove_file(&convert_out);
     let mut image = String::new();
     let import = timed("import", || {
-        image = rt.block_on(import_raw(c, &raw, "golden"))?;
+        image = rt.block_on(import_raw(c, raw, "golden"))?;
         Ok(())
     })?;
     println!("full import of the {gib} GiB disk: {import:.2} s (qemu-img convert of the same file: {convert:.2} s)");

@@ -9,9 +9,7 @@
 use std::process::Command;
 
 use anyhow::Context;
-use imaged::benchkit::{
-    change_one_percent, disk_bytes, import_raw, make_image, run, timed, wait_normal, wait_running, BenchServer, MIB,
-};
+use imaged::benchkit::{change_one_percent, disk_bytes, import_raw, run, timed, wait_normal, wait_running, Bench, MIB};
 use imaged::client::Client;
 use serde_json::json;
 
@@ -28,17 +26,12 @@ async fn sync(c: &Client, image: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let gib: u64 = std::env::args().nth(1).map_or(Ok(4), |s| s.parse())?;
-    let work = tempfile::tempdir_in(std::env::var("IMAGED_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))?;
-    let raw = work.path().join("disk.raw");
-    eprintln!("building a {gib} GiB image (half random, half zeros)…");
-    make_image(&raw, gib)?;
-    let data = work.path().join("data");
-    let server = BenchServer::start(&data, &format!("import_dir = \"{}\"\n", work.path().display()))?;
+    let bench = Bench::start("")?;
+    let (gib, raw, data, server, work) = (bench.gib, &bench.raw, &bench.data, &bench.server, &bench.work);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let c = &server.client;
     let mib = |b: u64| b as f64 / MIB as f64;
-    let image = rt.block_on(import_raw(c, &raw, "golden"))?;
+    let image = rt.block_on(import_raw(c, raw, "golden"))?;
 
     let (source, dest) = (data.join("blocks/regions/ap-guangzhou"), data.join("blocks/regions/ap-shanghai"));
     let bytes = disk_bytes(&source);
