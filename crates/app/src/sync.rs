@@ -81,6 +81,40 @@ impl From<imaged_metastore::MetaStoreError> for SyncError {
     }
 }
 
+/// Blocks copied at once.
+const COPIES_IN_FLIGHT: usize = 8;
+
+/// Copies one block into `to` unless it is there; returns the stored bytes written (0 when it
+/// was there). The bytes are verified on arrival: they must decode to their address.
+async fn copy_block(
+    from: &imaged_chunkstore::BlockStore,
+    to: &imaged_chunkstore::BlockStore,
+    digest: Digest,
+) -> Result<u64, JobFailure> {
+    if to.contains(&digest).await.map_err(|e| JobFailure::retry(e.to_string()))? {
+        return Ok(0);
+    }
+    let encoded = from.get_encoded(&digest).await.map_err(|e| JobFailure::retry(e.to_string()))?;
+    let check = encoded.clone();
+    tokio::task::spawn_blocking(move || block::decode_bytes(check, &digest, BLOCK_SIZE))
+        .await
+        .map_err(JobFailure::retry)?
+        .map_err(|e| JobFailure::permanent(format!("corrupt source block: {e}")))?;
+    let stored = encoded.len() as u64;
+    to.put_encoded(&digest, encoded).await.map_err(|e| JobFailure::retry(e.to_string()))?;
+    Ok(stored)
+}
+
+/// A block copy's outcome: the digest and the bytes written.
+type Copied = Result<(Digest, u64), JobFailure>;
+
+/// One finished block copy, counted in the progress.
+fn settle(r: Option<Result<Copied, tokio::task::JoinError>>, progress: &Progress) -> Copied {
+    let done = r.ok_or_else(|| JobFailure::retry("no copy to wait for"))?.map_err(JobFailure::retry)??;
+    progress.done.fetch_add(1, Ordering::Relaxed);
+    Ok(done)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SyncParams {
     /// Each copy and its region.
@@ -197,20 +231,19 @@ impl Service {
             self.store().detach_manifest(copy_id).await.map_err(JobFailure::retry)?;
             let to = self.data().region_blocks(dest_region);
             let mut touches = Vec::new();
-            for digest in &digests {
-                let mut stored = 0;
-                if !to.contains(digest).await.map_err(|e| JobFailure::retry(e.to_string()))? {
-                    let encoded = from.get_encoded(digest).await.map_err(|e| JobFailure::retry(e.to_string()))?;
-                    // Verified on arrival: the bytes must decode to their address.
-                    block::decode(&encoded, digest, BLOCK_SIZE)
-                        .map_err(|e| JobFailure::permanent(format!("corrupt source block: {e}")))?;
-                    stored = encoded.len() as u64;
-                    to.put_encoded(digest, encoded).await.map_err(|e| JobFailure::retry(e.to_string()))?;
-                    moved += stored;
+            let mut copies = tokio::task::JoinSet::new();
+            for digest in digests.iter().copied() {
+                if copies.len() >= COPIES_IN_FLIGHT {
+                    touches.push(settle(copies.join_next().await, &progress)?);
                 }
-                touches.push((digest.to_hex(), stored));
-                progress.done.fetch_add(1, Ordering::Relaxed);
+                let (from, to) = (from.clone(), to.clone());
+                copies.spawn(async move { copy_block(&from, &to, digest).await.map(|stored| (digest, stored)) });
             }
+            while !copies.is_empty() {
+                touches.push(settle(copies.join_next().await, &progress)?);
+            }
+            moved += touches.iter().map(|(_, stored)| stored).sum::<u64>();
+            let touches: Vec<(String, u64)> = touches.into_iter().map(|(d, s)| (d.to_hex(), s)).collect();
             for batch in touches.chunks(256) {
                 self.store().touch_blocks(dest_region, batch, now()).await.map_err(JobFailure::retry)?;
             }
