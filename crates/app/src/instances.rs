@@ -8,7 +8,8 @@
 //! which blocks the base holds even after the image is deleted. Each instance's system disk is a
 //! qcow2 overlay on its base (`DATA_DIR/instances/<id>/system.qcow2`, backing path relative), so
 //! launching 100 instances costs one base and 100 small overlays. A base is never written once
-//! made, and is kept while any overlay may name it (bases are not collected yet).
+//! made; `imaged gc` removes the bases no instance's disk sits on once they are older than the
+//! grace period (reusing a base makes it young again).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,6 +141,11 @@ impl Service {
             .ok_or_else(|| JobFailure::permanent(format!("image {image} has no bytes")))?;
         let key = Digest::of(&record.manifest).to_hex();
         if let Ok(base) = self.load_base(&key) {
+            // Fresh again for GC's grace period, until the instances it is for record it.
+            let touched = std::fs::File::open(&base.path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            if let Err(e) = touched {
+                tracing::warn!(base = %key, "touching a base: {e}");
+            }
             return Ok(base);
         }
         let manifest = Manifest::decode(&record.manifest).map_err(|e| JobFailure::permanent(e.to_string()))?;

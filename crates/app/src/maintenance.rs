@@ -34,6 +34,15 @@ pub struct BadBlock {
     pub images: Vec<String>,
 }
 
+/// What a GC pass did to this host's instance bases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BaseGcReport {
+    /// Bases deleted (no instance's disk sits on them).
+    pub deleted_bases: u64,
+    /// Bases kept (in use, or younger than the grace period).
+    pub kept_bases: u64,
+}
+
 /// What fsck found in one region.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FsckReport {
@@ -64,6 +73,58 @@ impl Service {
             tracing::info!(region, blocks = digests.len(), "garbage collected");
         }
         Ok(GcReport { region: region.to_owned(), deleted_blocks: digests.len() as u64 })
+    }
+
+    /// Deletes the bases on this host that no instance's system disk sits on and that are older
+    /// than `grace` (a launch that has just made one has not recorded it yet), and leftovers of
+    /// materialisations that died. Images whose base is deleted materialise it again when needed.
+    pub async fn collect_bases(&self, grace: Duration) -> Result<BaseGcReport, AppError> {
+        let in_use = self.store().disk_bases_in_use().await?;
+        let dir = self.data().data_dir.join("bases");
+        let mut report = BaseGcReport::default();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(report) };
+        let old = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a >= grace)
+        };
+        let remove = |path: &std::path::Path| {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(file = %path.display(), "removing an unused base: {e}");
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                // A materialisation that died: nothing names a partial file.
+                if old(&path) {
+                    remove(&path);
+                }
+                continue;
+            }
+            if let Some(key) = name.strip_suffix(".manifest") {
+                // The manifest of a base that never got its name.
+                if !dir.join(format!("{key}.raw")).exists() && old(&path) {
+                    remove(&path);
+                }
+                continue;
+            }
+            let Some(key) = name.strip_suffix(".raw") else { continue };
+            if in_use.contains(key) || !old(&path) {
+                report.kept_bases += 1;
+                continue;
+            }
+            remove(&path);
+            remove(&dir.join(format!("{key}.manifest")));
+            report.deleted_bases += 1;
+        }
+        if report.deleted_bases > 0 {
+            tracing::info!(bases = report.deleted_bases, "unused instance bases removed");
+        }
+        Ok(report)
     }
 
     /// Re-hashes every block the manifests of `region` name (and every other stored block) and

@@ -56,7 +56,8 @@ enum Command {
     /// Instances' disks (operator).
     #[command(subcommand)]
     Instance(InstanceCommand),
-    /// Delete stored blocks no image references any more (operator).
+    /// Delete stored blocks no image references any more, and instance bases no instance uses
+    /// (operator); prints {"regions": [{"region", "deleted_blocks"}], "bases": {…}}.
     Gc {
         /// Keep unreferenced blocks younger than this many seconds.
         #[arg(long, default_value_t = 3600)]
@@ -447,11 +448,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Gc { grace_secs, common } => {
             let svc = open_service(&load(&common, None)?).await?;
-            let mut reports = Vec::new();
+            let grace = std::time::Duration::from_secs(grace_secs);
+            let mut regions = Vec::new();
             for r in svc.byte_regions() {
-                reports.push(svc.collect_garbage(&r, std::time::Duration::from_secs(grace_secs)).await?);
+                regions.push(svc.collect_garbage(&r, grace).await?);
             }
-            print_json(&reports)
+            let bases = svc.collect_bases(grace).await?;
+            print_json(&serde_json::json!({ "regions": regions, "bases": bases }))
         }
         Command::PublicImage(PublicImageCommand::Add {
             file,

@@ -358,3 +358,40 @@ result = {{"image": settle_image(c, "{image}"), "instance": settle_instances(c, 
     let fsck = server.cli(&["fsck"]);
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
 }
+
+#[test]
+fn gc_removes_only_the_bases_no_instance_uses() {
+    let server = Server::start(Backend::Sqlite, "base_gc").expect("sqlite");
+    let user = server.create_account("tidy");
+    let work = tempfile::tempdir().expect("tempdir");
+    let other = "img-eb30mz89";
+    let r = sdk(
+        &server,
+        &user,
+        &format!(
+            r#"c = client()
+kept = run(c, "{PUBLIC_IMAGE}")["ids"][0]
+gone = run(c, "{other}")["ids"][0]
+call(c, "TerminateInstances", {{"InstanceIds": [gone]}})
+deadline = time.time() + 30
+while call(c, "DescribeInstances", {{"InstanceIds": [gone]}})["ok"]["TotalCount"] > 0 and time.time() < deadline:
+    time.sleep(0.1)
+result = kept"#
+        ),
+    );
+    let kept = r.as_str().expect("instance").to_owned();
+    let gc = server.cli(&["gc", "--grace-secs", "0"]);
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("gc json");
+    assert_eq!(report["bases"]["deleted_bases"], 1, "{report}");
+    assert_eq!(report["bases"]["kept_bases"], 1);
+    let bases = std::fs::read_dir(server.dir.path().join("bases")).expect("bases").count();
+    assert_eq!(bases, 2, "the used base and its manifest remain");
+    let disk = disk_of(&server, &kept);
+    tool("qemu-img", &["check", "-f", "qcow2", &disk.to_string_lossy()]);
+    assert!(read_file(&disk, "/etc/os-release", work.path()).is_some_and(|t| t.contains(PUBLIC_IMAGE)));
+    // The image whose base went away launches again: its base is made anew.
+    let r = sdk(&server, &user, &format!(r#"result = run(client(), "{other}")"#));
+    let again = r["ids"][0].as_str().expect("instance").to_owned();
+    assert!(read_file(&disk_of(&server, &again), "/etc/os-release", work.path()).is_some_and(|t| t.contains(other)));
+}

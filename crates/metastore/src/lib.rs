@@ -270,6 +270,8 @@ pub trait InstanceStore: Send + Sync {
     ) -> Result<Result<u64, Refused>>;
     /// Removes an instance; false when there was none.
     async fn delete_instance(&self, id: &InstanceId) -> Result<bool>;
+    /// The bases (`Instance::disk_base`) the system disks of all instances sit on.
+    async fn disk_bases_in_use(&self) -> Result<std::collections::BTreeSet<String>>;
 }
 
 /// An image's bytes as the metadata store records them: the encoded manifest (opaque here) and

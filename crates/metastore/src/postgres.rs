@@ -1005,6 +1005,16 @@ impl InstanceStore for PostgresStore {
         Ok(Ok(id))
     }
 
+    async fn disk_bases_in_use(&self) -> Result<std::collections::BTreeSet<String>> {
+        let conn = self.conn().await?;
+        let rows = conn.query("SELECT doc FROM instances", &[]).await.map_err(db_err)?;
+        let mut bases = std::collections::BTreeSet::new();
+        for r in &rows {
+            bases.extend(decode_instance(r.get(0))?.disk_base);
+        }
+        Ok(bases)
+    }
+
     async fn delete_instance(&self, id: &InstanceId) -> Result<bool> {
         let conn = self.conn().await?;
         conn.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map(|n| n == 1).map_err(db_err)

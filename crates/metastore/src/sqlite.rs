@@ -1193,6 +1193,20 @@ impl InstanceStore for SqliteStore {
             .await
     }
 
+    async fn disk_bases_in_use(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.readers
+            .run(move |conn| {
+                let mut st = conn.prepare_cached("SELECT doc FROM instances").map_err(db_err)?;
+                let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
+                let mut bases = std::collections::BTreeSet::new();
+                for doc in rows {
+                    bases.extend(decode_instance(&doc.map_err(db_err)?)?.disk_base);
+                }
+                Ok(bases)
+            })
+            .await
+    }
+
     async fn delete_instance(&self, id: &InstanceId) -> Result<bool> {
         let id = id.clone();
         self.writer

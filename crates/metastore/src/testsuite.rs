@@ -242,7 +242,12 @@ async fn instances_are_listed_per_owner_and_region_and_take_one_operation_at_a_t
         "a refused capture begins nothing"
     );
 
+    let mut with_disk = batch[2].clone();
+    with_disk.disk_base = Some("base-key".into());
+    store.put_instances(std::slice::from_ref(&with_disk)).await.expect("put");
+    assert!(store.disk_bases_in_use().await.expect("db").contains("base-key"));
     assert!(store.delete_instance(&batch[2].id).await.expect("db"));
+    assert!(!store.disk_bases_in_use().await.expect("db").contains("base-key"), "a terminated instance frees its base");
     assert!(!store.delete_instance(&batch[2].id).await.expect("db"));
     assert_eq!(store.list_instances(owner, region).await.expect("db").len(), 2);
 }
