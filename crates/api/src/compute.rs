@@ -107,6 +107,7 @@ fn instance_error(e: InstanceError) -> ApiError {
         E::Rule(InstanceRuleError::State(s)) => code::instance_state(*s),
         E::Rule(InstanceRuleError::Busy) => code::INSTANCE_OPERATION_IN_PROGRESS,
         E::Rule(InstanceRuleError::NameTooLong) => code::INVALID_INSTANCE_NAME_TOO_LONG,
+        E::Rule(InstanceRuleError::ClientToken) => code::INVALID_CLIENT_TOKEN_TOO_LONG,
         E::Rule(InstanceRuleError::Count | InstanceRuleError::DiskSize { .. }) => code::INVALID_PARAMETER_VALUE_RANGE,
         E::Rule(InstanceRuleError::NamePattern(_)) => code::INVALID_PARAMETER_VALUE,
         E::Zone(_) => code::INVALID_ZONE_MISMATCH_REGION,
@@ -162,6 +163,7 @@ struct RunInstancesRequest {
     dry_run: Option<bool>,
     system_disk: Option<SystemDiskIn>,
     tag_specification: Option<Vec<TagSpecIn>>,
+    client_token: Option<String>,
 }
 
 pub(crate) async fn run_instances(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
@@ -184,6 +186,7 @@ pub(crate) async fn run_instances(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8
         system_disk_gib: disk_gib(req.system_disk)?,
         tags: tags_of(req.tag_specification, "instance")?,
         dry_run: req.dry_run.unwrap_or(false),
+        client_token: req.client_token,
     };
     let ids = ctx.service.run_instances(ctx.caller, region, request, ctx.request_id).await.map_err(instance_error)?;
     #[derive(Serialize)]

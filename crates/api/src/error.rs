@@ -107,6 +107,8 @@ pub mod code {
     pub const INVALID_ZONE_MISMATCH_REGION: &str = "InvalidZone.MismatchRegion";
     /// Another operation is in progress on the instance.
     pub const INSTANCE_OPERATION_IN_PROGRESS: &str = "OperationDenied.InstanceOperationInProgress";
+    /// `ClientToken` too long or not ASCII.
+    pub const INVALID_CLIENT_TOKEN_TOO_LONG: &str = "InvalidClientToken.TooLong";
     /// Instance name too long.
     pub const INVALID_INSTANCE_NAME_TOO_LONG: &str = "InvalidInstanceName.TooLong";
     /// The image's state forbids the operation (delete, modify).
@@ -227,6 +229,7 @@ pub mod code {
         INVALID_ZONE_MISMATCH_REGION,
         INSTANCE_OPERATION_IN_PROGRESS,
         INVALID_INSTANCE_NAME_TOO_LONG,
+        INVALID_CLIENT_TOKEN_TOO_LONG,
         INVALID_IMAGE_ID_INCORRECT_STATE,
         INVALID_IMAGE_ID_IN_SHARED,
         INVALID_PARAMETER_VALUE_INVALID_IMAGE_ID,

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use imaged_chunkstore::{Digest, Manifest};
 use imaged_domain::instance::{
-    batch_names, check_instance_count, check_operation, check_system_disk, final_state, Instance, InstanceOp,
-    InstanceQuery, InstanceRuleError, InstanceState, DEFAULT_INSTANCE_TYPE, MAX_BATCH_IDS,
+    batch_names, check_client_token, check_instance_count, check_operation, check_system_disk, final_state, Instance,
+    InstanceOp, InstanceQuery, InstanceRuleError, InstanceState, DEFAULT_INSTANCE_TYPE, MAX_BATCH_IDS,
 };
 use imaged_domain::query::Page;
 use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId, Region, Tag};
@@ -89,6 +89,8 @@ pub struct RunRequest {
     pub tags: Vec<Tag>,
     /// Validate only.
     pub dry_run: bool,
+    /// `ClientToken`: the same token again returns the instances its first call launched.
+    pub client_token: Option<String>,
 }
 
 /// A content-keyed base on this host.
@@ -211,6 +213,12 @@ impl Service {
         req: RunRequest,
         request_id: &str,
     ) -> Result<Vec<InstanceId>, InstanceError> {
+        if let Some(token) = &req.client_token {
+            check_client_token(token)?;
+            if !req.dry_run && self.store().instances_for_token(caller, token).await?.is_some() {
+                return self.launched_with(caller, token).await;
+            }
+        }
         if !region.zones.iter().any(|z| z.zone == req.zone) {
             return Err(InstanceError::Zone(req.zone));
         }
@@ -251,9 +259,20 @@ impl Service {
         let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
         let params = InstanceJob { op: InstanceOp::Run.as_str().into(), instances: ids.clone(), image: Some(image.id) };
         let job = self.instance_job("launch", region, caller, &params)?;
-        self.store().insert_instances_with_job(&instances, &job).await?;
-        self.wake_workers();
-        Ok(ids)
+        let token = req.client_token.as_deref();
+        match self.store().insert_instances_with_job(&instances, &job, token).await? {
+            Ok(_) => {
+                self.wake_workers();
+                Ok(ids)
+            }
+            // The same request again: its instances, not new ones.
+            Err(Refused::DuplicateId) => self.launched_with(caller, token.unwrap_or_default()).await,
+            Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
+        }
+    }
+
+    async fn launched_with(&self, caller: AccountId, token: &str) -> Result<Vec<InstanceId>, InstanceError> {
+        Ok(self.store().instances_for_token(caller, token).await?.unwrap_or_default())
     }
 
     fn instance_job(

@@ -23,6 +23,8 @@ pub const DEFAULT_INSTANCE_NAME: &str = "未命名";
 pub const DEFAULT_SYSTEM_DISK_GIB: u64 = 50;
 /// Largest system disk, GiB.
 pub const MAX_SYSTEM_DISK_GIB: u64 = 2048;
+/// Longest `ClientToken`, in ASCII characters.
+pub const MAX_CLIENT_TOKEN_CHARS: usize = 64;
 /// Instance type used when none is given.
 pub const DEFAULT_INSTANCE_TYPE: &str = "S5.MEDIUM2";
 
@@ -168,6 +170,9 @@ pub enum InstanceRuleError {
     /// A malformed `{R:x}` / `{R:x,F:y}` pattern.
     #[error("malformed name pattern in `{0}`")]
     NamePattern(String),
+    /// A `ClientToken` over 64 ASCII characters (or not ASCII).
+    #[error("ClientToken must be at most {MAX_CLIENT_TOKEN_CHARS} ASCII characters")]
+    ClientToken,
     /// A system disk smaller than the image or over the limit.
     #[error("the system disk must be between {min} and {MAX_SYSTEM_DISK_GIB} GiB")]
     DiskSize {
@@ -226,6 +231,16 @@ pub fn check_instance_count(count: Option<u64>) -> Result<u32, InstanceRuleError
     match count.unwrap_or(1) {
         n @ 1..=100 => Ok(u32::try_from(n).unwrap_or(1)),
         _ => Err(InstanceRuleError::Count),
+    }
+}
+
+/// Checks a `ClientToken`: 1 to 64 printable ASCII characters.
+pub fn check_client_token(token: &str) -> Result<(), InstanceRuleError> {
+    let ok = !token.is_empty() && token.len() <= MAX_CLIENT_TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(InstanceRuleError::ClientToken)
     }
 }
 
@@ -480,6 +495,9 @@ mod tests {
         assert_eq!(check_instance_count(Some(100)), Ok(100));
         assert_eq!(check_instance_count(Some(0)), Err(InstanceRuleError::Count));
         assert_eq!(check_instance_count(Some(101)), Err(InstanceRuleError::Count));
+        assert_eq!(check_client_token("run-2026-12-01"), Ok(()));
+        assert_eq!(check_client_token(&"t".repeat(65)), Err(InstanceRuleError::ClientToken));
+        assert_eq!(check_client_token("with space"), Err(InstanceRuleError::ClientToken));
         assert_eq!(check_system_disk(None, 4), Ok(50));
         assert_eq!(check_system_disk(None, 80), Ok(80));
         assert_eq!(check_system_disk(Some(20), 40), Err(InstanceRuleError::DiskSize { min: 40 }));

@@ -211,6 +211,11 @@ out["malformed"] = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzho
 out["too_many"] = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": img, "InstanceCount": 101}})
 out["dry_run"] = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": img, "InstanceCount": 3, "DryRun": True}})
 out["count"] = call(c, "DescribeInstances", {{}})["ok"]["TotalCount"]
+once = {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": img, "InstanceCount": 2, "ClientToken": "deploy-42"}}
+out["token_first"] = call(c, "RunInstances", once)
+out["token_again"] = call(c, "RunInstances", once)
+out["token_count"] = call(c, "DescribeInstances", {{}})["ok"]["TotalCount"]
+out["token_long"] = call(c, "RunInstances", dict(once, ClientToken="t" * 65))
 out["duplicate"] = call(c, "CreateImage", {{"InstanceId": i, "ImageName": "private"}})
 out["snapshots"] = call(c, "CreateImage", {{"SnapshotIds": ["snap-12345678"], "ImageName": "s"}})
 out["no_source"] = call(c, "CreateImage", {{"ImageName": "s"}})
@@ -232,6 +237,11 @@ result = out"#
     assert_eq!(r["too_many"]["error"], "InvalidParameterValue.Range");
     assert!(r["dry_run"]["ok"]["InstanceIdSet"].as_array().is_some_and(Vec::is_empty), "{}", r["dry_run"]);
     assert_eq!(r["count"], 1, "a dry run launches nothing");
+    let first = &r["token_first"]["ok"]["InstanceIdSet"];
+    assert_eq!(first.as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(&r["token_again"]["ok"]["InstanceIdSet"], first, "a retried ClientToken returns the same instances");
+    assert_eq!(r["token_count"], 3, "and launches nothing more");
+    assert_eq!(r["token_long"]["error"], "InvalidClientToken.TooLong");
     assert_eq!(r["duplicate"]["error"], "InvalidImageName.Duplicate");
     assert_eq!(r["snapshots"]["error"], "UnsupportedOperation");
     assert_eq!(r["no_source"]["error"], "InvalidParameter.SpecifyOneParameter");

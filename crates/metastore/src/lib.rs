@@ -247,8 +247,18 @@ pub trait ImageStore: Send + Sync {
 /// Instances.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
-    /// In one transaction: inserts new instances and queues the job that launches them.
-    async fn insert_instances_with_job(&self, instances: &[Instance], job: &JobRecord) -> Result<u64>;
+    /// In one transaction: inserts new instances and queues the job that launches them; with a
+    /// client token (`RunInstances.ClientToken`), records it for their owner, refusing with
+    /// `DuplicateId` when the owner used it already (the launch happened: see
+    /// [`InstanceStore::instances_for_token`]).
+    async fn insert_instances_with_job(
+        &self,
+        instances: &[Instance],
+        job: &JobRecord,
+        client_token: Option<&str>,
+    ) -> Result<Result<u64, Refused>>;
+    /// The instances a launch with this client token of `owner`'s created.
+    async fn instances_for_token(&self, owner: AccountId, token: &str) -> Result<Option<Vec<InstanceId>>>;
     /// The instance with that id.
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
     /// The instances `owner` has in `region`, oldest first.
@@ -474,6 +484,11 @@ pub(crate) fn encode_instance(instance: &Instance) -> Result<String> {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_instance(doc: &str) -> Result<Instance> {
     serde_json::from_str(doc).map_err(|e| MetaStoreError::Corrupt(format!("instance document: {e}")))
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn decode_instance_ids(json: &str) -> Result<Vec<InstanceId>> {
+    serde_json::from_str(json).map_err(|e| MetaStoreError::Corrupt(format!("client token instances: {e}")))
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -107,6 +107,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX instances_by_owner_region ON instances(owner_id, region, created_at);",
     ),
+    (
+        4,
+        "CREATE TABLE client_tokens (
+        owner_id BIGINT NOT NULL REFERENCES accounts(id),
+        token TEXT NOT NULL,
+        instance_ids TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (owner_id, token)
+    );",
+    ),
 ];
 
 /// Connections kept open. Each pipelines concurrent queries; transactions hold one alone.
@@ -932,15 +942,47 @@ impl ImageStore for PostgresStore {
 
 #[async_trait]
 impl InstanceStore for PostgresStore {
-    async fn insert_instances_with_job(&self, instances: &[Instance], job: &JobRecord) -> Result<u64> {
+    async fn insert_instances_with_job(
+        &self,
+        instances: &[Instance],
+        job: &JobRecord,
+        client_token: Option<&str>,
+    ) -> Result<Result<u64, Refused>> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        if let (Some(token), Some(first)) = (client_token, instances.first()) {
+            let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+            let ids = serde_json::to_string(&ids).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
+            let added = tx
+                .execute(
+                    "INSERT INTO client_tokens (owner_id, token, instance_ids, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&(first.owner.0 as i64), &token, &ids, &job.created_at.0],
+                )
+                .await
+                .map_err(db_err)?;
+            if added == 0 {
+                return Ok(Err(Refused::DuplicateId));
+            }
+        }
         for instance in instances {
             put_instance(&tx, instance).await?;
         }
         let id = insert_job_row(&tx, job).await?;
         tx.commit().await.map_err(db_err)?;
-        Ok(id)
+        Ok(Ok(id))
+    }
+
+    async fn instances_for_token(&self, owner: AccountId, token: &str) -> Result<Option<Vec<InstanceId>>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                "SELECT instance_ids FROM client_tokens WHERE owner_id = $1 AND token = $2",
+                &[&(owner.0 as i64), &token],
+            )
+            .await
+            .map_err(db_err)?;
+        row.map(|r| crate::decode_instance_ids(r.get(0))).transpose()
     }
 
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {

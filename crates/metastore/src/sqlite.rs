@@ -107,6 +107,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX instances_by_owner_region ON instances(owner_id, region, created_at);",
     ),
+    (
+        4,
+        "CREATE TABLE client_tokens (
+        owner_id INTEGER NOT NULL REFERENCES accounts(id),
+        token TEXT NOT NULL,
+        instance_ids TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (owner_id, token)
+    );",
+    ),
 ];
 
 /// Image states whose work would be lost if the image were deleted underneath it.
@@ -1112,19 +1122,55 @@ impl ImageStore for SqliteStore {
 
 #[async_trait]
 impl InstanceStore for SqliteStore {
-    async fn insert_instances_with_job(&self, instances: &[Instance], job: &JobRecord) -> Result<u64> {
-        let (instances, job) = (instances.to_vec(), job.clone());
+    async fn insert_instances_with_job(
+        &self,
+        instances: &[Instance],
+        job: &JobRecord,
+        client_token: Option<&str>,
+    ) -> Result<Result<u64, Refused>> {
+        let (instances, job, token) = (instances.to_vec(), job.clone(), client_token.map(str::to_owned));
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if let (Some(token), Some(first)) = (&token, instances.first()) {
+                    let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+                    let ids = serde_json::to_string(&ids).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
+                    let added = tx
+                        .execute(
+                            "INSERT INTO client_tokens (owner_id, token, instance_ids, created_at)
+                             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                            params![first.owner.0 as i64, token, ids, job.created_at.0],
+                        )
+                        .map_err(db_err)?;
+                    if added == 0 {
+                        return Ok(Err(Refused::DuplicateId));
+                    }
+                }
                 for instance in &instances {
                     put_instance(&tx, instance)?;
                 }
                 let id = insert_job_row(&tx, &job)?;
                 tx.commit().map_err(db_err)?;
-                Ok(id)
+                Ok(Ok(id))
             })
             .await
+    }
+
+    async fn instances_for_token(&self, owner: AccountId, token: &str) -> Result<Option<Vec<InstanceId>>> {
+        let token = token.to_owned();
+        let ids: Option<String> = self
+            .readers
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT instance_ids FROM client_tokens WHERE owner_id = ?1 AND token = ?2",
+                    params![owner.0 as i64, token],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)
+            })
+            .await?;
+        ids.map(|j| crate::decode_instance_ids(&j)).transpose()
     }
 
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {

@@ -175,19 +175,35 @@ async fn instances_are_listed_per_owner_and_region_and_take_one_operation_at_a_t
     let image = ImageId::parse("img-eb30mz89").expect("id");
     let batch: Vec<Instance> = (0..3).map(|n| instance(owner, region, &image, 60 + n, 100 + i64::from(n))).collect();
     let launch = job("launch", region, owner, None, 100);
-    let job_id = store.insert_instances_with_job(&batch, &launch).await.expect("insert");
+    let job_id = store.insert_instances_with_job(&batch, &launch, Some("token-1")).await.expect("db").expect("new");
+    let again: Vec<Instance> = (0..3).map(|n| instance(owner, region, &image, 80 + n, 300)).collect();
+    let retried = store.insert_instances_with_job(&again, &launch, Some("token-1")).await.expect("db");
+    assert_eq!(retried, Err(Refused::DuplicateId), "a client token launches once");
+    assert_eq!(
+        store.instances_for_token(owner, "token-1").await.expect("db"),
+        Some(batch.iter().map(|i| i.id.clone()).collect())
+    );
+    assert_eq!(store.instances_for_token(other, "token-1").await.expect("db"), None, "tokens are per account");
+    assert!(store.get_instance(&again[0].id).await.expect("db").is_none(), "nothing of the retry was written");
     assert_eq!(store.get_job(job_id).await.expect("db").map(|j| j.kind), Some("launch".into()));
     store
-        .insert_instances_with_job(&[instance(other, region, &image, 70, 50)], &job("launch", region, other, None, 50))
+        .insert_instances_with_job(
+            &[instance(other, region, &image, 70, 50)],
+            &job("launch", region, other, None, 50),
+            Some("token-1"),
+        )
         .await
-        .expect("insert");
+        .expect("db")
+        .expect("another account's token");
     store
         .insert_instances_with_job(
             &[instance(owner, "ap-seoul", &image, 71, 50)],
             &job("launch", region, owner, None, 50),
+            None,
         )
         .await
-        .expect("insert");
+        .expect("db")
+        .expect("new");
     let listed: Vec<InstanceId> =
         store.list_instances(owner, region).await.expect("db").into_iter().map(|i| i.id).collect();
     assert_eq!(listed, batch.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), "own instances there, oldest first");
