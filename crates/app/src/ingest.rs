@@ -236,16 +236,20 @@ fn produce(
             });
         }
         let result = (|| {
+            // A buffer no block was sent in is used again (every use writes all of it), so the
+            // blocks that are zero or unchanged cost no allocation.
+            let mut spare: Option<Vec<u8>> = None;
             for index in 0..blocks {
                 let offset = index * BLOCK_SIZE as u64;
                 let len = (size - offset).min(BLOCK_SIZE as u64) as usize;
-                let mut buf = vec![0u8; len];
+                let mut buf = spare.take().filter(|b| b.len() == len).unwrap_or_else(|| vec![0u8; len]);
                 let data = match reader.read_block(offset, &mut buf)? {
                     BlockContent::Zero => false,
                     BlockContent::Same(digest) if have(&digest) => {
                         if out.blocking_send((index as usize, digest, None)).is_err() {
                             return Err(IngestError::Worker("the block writer stopped".into()));
                         }
+                        spare = Some(buf);
                         continue;
                     }
                     BlockContent::Same(_) => {
@@ -256,6 +260,7 @@ fn produce(
                 };
                 if !data {
                     progress.done.fetch_add(1, Ordering::Relaxed);
+                    spare = Some(buf);
                 } else if work_tx.send((index as usize, buf)).is_err() {
                     return Err(IngestError::Worker("the block writer stopped".into()));
                 }
