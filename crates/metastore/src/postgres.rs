@@ -172,6 +172,29 @@ impl PostgresStore {
         Ok(Self { inner: std::sync::Arc::new(Inner { config, conns, next: AtomicUsize::new(0) }) })
     }
 
+    /// In one transaction: inserts a custom image (quota and name checked), begins the
+    /// operations of `instances` (each must be idle) and queues `job`.
+    async fn insert_image_beginning(
+        &self,
+        image: &Image,
+        quota: u32,
+        instances: &[Instance],
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        if let Err(refused) = check_custom_insert(&tx, image, quota).await? {
+            return Ok(Err(refused));
+        }
+        if let Err(refused) = begin_tx(&tx, instances).await? {
+            return Ok(Err(refused));
+        }
+        put_image(&tx, image).await?;
+        let id = insert_job_row(&tx, job).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(id))
+    }
+
     /// A connection, reconnected first if it has dropped.
     async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Client>> {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.conns.len();
@@ -533,15 +556,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await.map_err(db_err)?;
-        if let Err(refused) = check_custom_insert(&tx, image, quota).await? {
-            return Ok(Err(refused));
-        }
-        put_image(&tx, image).await?;
-        let id = insert_job_row(&tx, job).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Ok(id))
+        self.insert_image_beginning(image, quota, &[], job).await
     }
 
     async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
@@ -1033,18 +1048,7 @@ impl InstanceStore for PostgresStore {
         instance: &Instance,
         job: &JobRecord,
     ) -> Result<Result<u64, Refused>> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await.map_err(db_err)?;
-        if let Err(refused) = check_custom_insert(&tx, image, quota).await? {
-            return Ok(Err(refused));
-        }
-        if let Err(refused) = begin_tx(&tx, std::slice::from_ref(instance)).await? {
-            return Ok(Err(refused));
-        }
-        put_image(&tx, image).await?;
-        let id = insert_job_row(&tx, job).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Ok(id))
+        self.insert_image_beginning(image, quota, std::slice::from_ref(instance), job).await
     }
 
     async fn disk_bases_in_use(&self) -> Result<std::collections::BTreeSet<String>> {

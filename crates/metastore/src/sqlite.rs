@@ -191,6 +191,33 @@ impl SqliteStore {
             .await
     }
 
+    /// In one transaction: inserts a custom image (quota and name checked), begins the
+    /// operations of `instances` (each must be idle) and queues `job`.
+    async fn insert_image_beginning(
+        &self,
+        image: &Image,
+        quota: u32,
+        instances: &[Instance],
+        job: &JobRecord,
+    ) -> Result<Result<u64, Refused>> {
+        let (image, instances, job) = (image.clone(), instances.to_vec(), job.clone());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if let Err(refused) = check_custom_insert(&tx, &image, quota)? {
+                    return Ok(Err(refused));
+                }
+                if let Err(refused) = begin_tx(&tx, &instances)? {
+                    return Ok(Err(refused));
+                }
+                put_image(&tx, &image)?;
+                let id = insert_job_row(&tx, &job)?;
+                tx.commit().map_err(db_err)?;
+                Ok(Ok(id))
+            })
+            .await
+    }
+
     /// The document of the row `sql` selects by id, on a reader.
     async fn doc_by_id(&self, sql: &'static str, id: &str) -> Result<Option<String>> {
         let id = id.to_owned();
@@ -614,19 +641,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>> {
-        let (image, job) = (image.clone(), job.clone());
-        self.writer
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                if let Err(refused) = check_custom_insert(&tx, &image, quota)? {
-                    return Ok(Err(refused));
-                }
-                put_image(&tx, &image)?;
-                let id = insert_job_row(&tx, &job)?;
-                tx.commit().map_err(db_err)?;
-                Ok(Ok(id))
-            })
-            .await
+        self.insert_image_beginning(image, quota, &[], job).await
     }
 
     async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
@@ -1221,22 +1236,7 @@ impl InstanceStore for SqliteStore {
         instance: &Instance,
         job: &JobRecord,
     ) -> Result<Result<u64, Refused>> {
-        let (image, instance, job) = (image.clone(), instance.clone(), job.clone());
-        self.writer
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                if let Err(refused) = check_custom_insert(&tx, &image, quota)? {
-                    return Ok(Err(refused));
-                }
-                if let Err(refused) = begin_tx(&tx, std::slice::from_ref(&instance))? {
-                    return Ok(Err(refused));
-                }
-                put_image(&tx, &image)?;
-                let id = insert_job_row(&tx, &job)?;
-                tx.commit().map_err(db_err)?;
-                Ok(Ok(id))
-            })
-            .await
+        self.insert_image_beginning(image, quota, std::slice::from_ref(instance), job).await
     }
 
     async fn disk_bases_in_use(&self) -> Result<std::collections::BTreeSet<String>> {
