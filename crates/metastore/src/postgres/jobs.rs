@@ -1,0 +1,123 @@
+//! PostgreSQL jobs: `JobStore`.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+
+use super::{db_err, insert_job_row, PostgresStore};
+use crate::{account_from_column, JobRecord, JobState, JobStore, MetaStoreError, Refused, Result};
+use imaged_domain::time::Timestamp;
+use imaged_domain::{Image, ImageId};
+
+const JOB_COLUMNS: &str =
+    "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, created_at, updated_at";
+
+fn to_job(r: &Row) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: r.get::<_, i64>(0).unsigned_abs(),
+        kind: r.get(1),
+        region: r.get(2),
+        account: account_from_column(r.get(3)),
+        image: r
+            .get::<_, Option<String>>(4)
+            .map(|i| ImageId::parse(&i).map_err(|e| MetaStoreError::Corrupt(e.to_string())))
+            .transpose()?,
+        state: JobState::parse(r.get(5))?,
+        progress: u8::try_from(r.get::<_, i32>(6).clamp(0, 100)).unwrap_or(0),
+        params: r.get(7),
+        result: r.get(8),
+        error: r.get(9),
+        attempts: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
+        created_at: Timestamp(r.get(11)),
+        updated_at: Timestamp(r.get(12)),
+    })
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn insert_job(&self, job: &JobRecord) -> Result<u64> {
+        let conn = self.conn().await?;
+        insert_job_row(&*conn, job).await
+    }
+
+    async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>> {
+        self.insert_image_beginning(image, quota, &[], job).await
+    }
+
+    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "UPDATE jobs SET state = 'RUNNING', worker = $2, lease_until = $3, attempts = attempts + 1,
+                       updated_at = $1
+                     WHERE id = (SELECT id FROM jobs
+                                 WHERE state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < $1)
+                                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING {JOB_COLUMNS}"
+                ),
+                &[&now.0, &worker, &lease_until.0],
+            )
+            .await
+            .map_err(db_err)?;
+        row.map(|r| to_job(&r)).transpose()
+    }
+
+    async fn renew_job(
+        &self,
+        id: u64,
+        worker: &str,
+        progress: u8,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "UPDATE jobs SET progress = $3, lease_until = $4, updated_at = $5
+             WHERE id = $1 AND worker = $2 AND state = 'RUNNING'",
+            &[&(id as i64), &worker, &i32::from(progress), &lease_until.0, &now.0],
+        )
+        .await
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+
+    async fn finish_job(
+        &self,
+        id: u64,
+        state: JobState,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "UPDATE jobs SET state = $2, result = $3, error = $4, updated_at = $5, lease_until = NULL,
+             progress = CASE WHEN $2 = 'SUCCEEDED' THEN 100 ELSE progress END WHERE id = $1",
+            &[&(id as i64), &state.as_str(), &result, &error, &now.0],
+        )
+        .await
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
+    async fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"), &[&(id as i64)])
+            .await
+            .map_err(db_err)?
+            .map(|r| to_job(&r))
+            .transpose()
+    }
+
+    async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                "SELECT MIN(created_at) FROM jobs WHERE region = $1 AND state IN ('QUEUED', 'RUNNING')",
+                &[&region],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.get::<_, Option<i64>>(0).map(Timestamp))
+    }
+}

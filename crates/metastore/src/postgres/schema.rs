@@ -1,0 +1,104 @@
+//! The PostgreSQL schema: versioned migrations.
+
+/// Versioned migrations, applied in order, each once.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE SEQUENCE account_ids START WITH 100000000001;
+    CREATE TABLE accounts (
+        id BIGINT PRIMARY KEY DEFAULT nextval('account_ids'),
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        image_quota BIGINT
+    );
+    CREATE TABLE api_keys (
+        secret_id TEXT PRIMARY KEY,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        sealed_secret BYTEA NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX api_keys_by_account ON api_keys(account_id);
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        region TEXT,
+        owner_id BIGINT REFERENCES accounts(id),
+        state TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX images_by_owner_region ON images(owner_id, region);
+    CREATE UNIQUE INDEX images_unique_name ON images(owner_id, region, name) WHERE owner_id IS NOT NULL;
+    CREATE TABLE image_shares (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        account_id BIGINT NOT NULL REFERENCES accounts(id),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (image_id, account_id)
+    );
+    CREATE INDEX image_shares_by_account ON image_shares(account_id);",
+    ),
+    (
+        2,
+        "CREATE TABLE image_manifests (
+        image_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        manifest BYTEA NOT NULL,
+        blocks TEXT NOT NULL,
+        source_format TEXT NOT NULL,
+        virtual_size BIGINT NOT NULL
+    );
+    CREATE INDEX image_manifests_by_region ON image_manifests(region);
+    CREATE TABLE blocks (
+        region TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        refs BIGINT NOT NULL DEFAULT 0,
+        stored_size BIGINT NOT NULL,
+        touched_at BIGINT NOT NULL,
+        PRIMARY KEY (region, digest)
+    );
+    CREATE INDEX blocks_unreferenced ON blocks(region, touched_at) WHERE refs <= 0;
+    CREATE TABLE jobs (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        account_id BIGINT NOT NULL,
+        image_id TEXT,
+        state TEXT NOT NULL,
+        progress INTEGER NOT NULL,
+        params TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        lease_until BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, id);",
+    ),
+    (
+        3,
+        "CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        owner_id BIGINT NOT NULL REFERENCES accounts(id),
+        region TEXT NOT NULL,
+        busy BOOLEAN NOT NULL,
+        created_at BIGINT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX instances_by_owner_region ON instances(owner_id, region, created_at);",
+    ),
+    (
+        4,
+        "CREATE TABLE client_tokens (
+        owner_id BIGINT NOT NULL REFERENCES accounts(id),
+        token TEXT NOT NULL,
+        instance_ids TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (owner_id, token)
+    );",
+    ),
+];
