@@ -9,8 +9,14 @@ use imaged_chunkstore::BlockStore;
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
 
+use crate::egress::EgressPolicy;
+
 /// Default cap on an image's virtual size (2 TiB).
 pub const DEFAULT_MAX_VIRTUAL_SIZE: u64 = 2 << 40;
+/// Default share of the free space the scratch space of all jobs may take together.
+pub const DEFAULT_SCRATCH_SHARE_PERCENT: u8 = 50;
+/// Default bound on how many times its size a compressed import may inflate to.
+pub const DEFAULT_MAX_INFLATION_RATIO: u64 = 100;
 /// The export bucket every installation has, in `DATA_DIR/buckets/exports`.
 pub const DEFAULT_BUCKET: &str = "exports";
 
@@ -32,6 +38,14 @@ pub struct DataConfig {
     /// Seconds a worker's claim on a job lasts without renewal (a crashed worker's jobs are
     /// taken over after this).
     pub job_lease_secs: u64,
+    /// Where and for how long `http(s)://` imports may connect.
+    pub egress: EgressPolicy,
+    /// Scratch bytes one job may write.
+    pub scratch_per_job: u64,
+    /// Share (percent) of the free space all jobs' scratch may take together.
+    pub scratch_share_percent: u8,
+    /// A compressed import may inflate to at most this many times its size (zero runs apart).
+    pub max_inflation_ratio: u64,
 }
 
 impl DataConfig {
@@ -51,6 +65,10 @@ impl DataConfig {
             max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
             buckets,
             job_lease_secs: 30,
+            egress: EgressPolicy::default(),
+            scratch_per_job: DEFAULT_MAX_VIRTUAL_SIZE,
+            scratch_share_percent: DEFAULT_SCRATCH_SHARE_PERCENT,
+            max_inflation_ratio: DEFAULT_MAX_INFLATION_RATIO,
         })
     }
 

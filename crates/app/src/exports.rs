@@ -9,7 +9,7 @@ use std::sync::Arc;
 use imaged_chunkstore::{BlockStore, Manifest};
 use imaged_diskfmt::Format;
 use imaged_domain::{AccountId, ImageId, ImageKind, ImageState, Region};
-use imaged_metastore::JobRecord;
+use imaged_metastore::{ExportedFile, JobRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_from_raw;
@@ -62,8 +62,11 @@ pub enum ExportError {
     /// Bad format.
     #[error("ExportFormat `{0}` is not RAW, QCOW2, VHD or VMDK")]
     Format(String),
-    /// Prefix list length.
-    #[error("FileNamePrefixList must have one prefix per image, of letters, digits, `-`, `_` or `.`")]
+    /// Prefix list length or a prefix's form.
+    #[error(
+        "FileNamePrefixList must have one prefix per image, each at most 64 letters, digits, `-`, `_` or `.`, \
+         not starting with `.`"
+    )]
     Prefixes,
     /// Too many images.
     #[error("at most 10 images per export")]
@@ -112,8 +115,7 @@ impl Service {
             return Err(ExportError::TooMany);
         }
         if let Some(p) = &req.prefixes {
-            let plain = |s: &String| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if p.len() != req.image_ids.len() || !p.iter().all(plain) {
+            if p.len() != req.image_ids.len() || !p.iter().all(|p| valid_prefix(p)) {
                 return Err(ExportError::Prefixes);
             }
         }
@@ -170,7 +172,8 @@ impl Service {
         Ok(Some(ExportStarted { task_id, paths }))
     }
 
-    /// The local path of an exported file, if `caller` owns the image it was exported from.
+    /// The local path of an exported file, if `caller` exported it: downloads are authorised
+    /// on the record the export job made, never on the file's name.
     pub async fn exported_file(
         &self,
         caller: AccountId,
@@ -178,14 +181,12 @@ impl Service {
         name: &str,
     ) -> Result<Option<PathBuf>, AppError> {
         let Some(dir) = self.data().buckets.get(bucket) else { return Ok(None) };
-        if name.contains('/') || name.starts_with('.') {
+        if name.contains('/') || name.starts_with('.') || name.is_empty() {
             return Ok(None);
         }
-        let owner_image = name.split('_').find_map(|part| ImageId::parse(part).ok());
-        let Some(id) = owner_image else { return Ok(None) };
-        let owned = self.store().get_image(&id).await?.is_some_and(|i| i.owner == Some(caller));
+        let Some(record) = self.store().exported_file(bucket, name).await? else { return Ok(None) };
         let path = dir.join(name);
-        Ok((owned && path.is_file()).then_some(path))
+        Ok((record.account == caller && path.is_file()).then_some(path))
     }
 
     /// The job: each image's blocks to a sparse raw file, converted when asked, then renamed
@@ -216,25 +217,58 @@ impl Service {
         let total: u64 = manifests.iter().map(|(m, _)| m.blocks.len() as u64).sum();
         progress.total.store(total.max(1), Ordering::Relaxed);
         let mut written = Vec::new();
-        for (manifest, name) in &manifests {
-            let tmp_raw = dir.join(format!(".{name}.{}.raw", job.id));
-            materialise(&store, manifest, &tmp_raw, &progress).await?;
+        for ((manifest, name), (image, _)) in manifests.iter().zip(&params.items) {
+            // Work files are removed whatever happens; only the renamed result stays.
+            let tmp_raw = TempFile(dir.join(format!(".{name}.{}.raw", job.id)));
+            materialise(&store, manifest, &tmp_raw.0, &progress).await?;
             let final_path = dir.join(name);
+            let record = ExportedFile {
+                bucket: params.bucket.clone(),
+                name: name.clone(),
+                account: job.account,
+                image: image.clone(),
+                job: job.id,
+                created_at: now(),
+            };
+            // Recorded before the file has its name, so no file is ever downloadable unrecorded.
+            self.store().record_export(&record).await.map_err(JobFailure::retry)?;
             if format == Format::Raw {
-                std::fs::rename(&tmp_raw, &final_path).map_err(JobFailure::retry)?;
+                std::fs::rename(&tmp_raw.0, &final_path).map_err(JobFailure::retry)?;
             } else {
-                let tmp_out = dir.join(format!(".{name}.{}.out", job.id));
-                let (src, dst) = (tmp_raw.clone(), tmp_out.clone());
+                let tmp_out = TempFile(dir.join(format!(".{name}.{}.out", job.id)));
+                let (src, dst) = (tmp_raw.0.clone(), tmp_out.0.clone());
                 let converted = tokio::task::spawn_blocking(move || convert_from_raw(&src, format, &dst))
                     .await
                     .map_err(JobFailure::retry)?;
-                let _ = std::fs::remove_file(&tmp_raw);
-                converted.map_err(|e| JobFailure::retry(e.to_string()))?;
-                std::fs::rename(&tmp_out, &final_path).map_err(JobFailure::retry)?;
+                drop(tmp_raw);
+                converted.map_err(|e| {
+                    tracing::warn!(job = job.id, "export conversion failed: {e}");
+                    JobFailure::retry("the conversion to the export format failed")
+                })?;
+                std::fs::rename(&tmp_out.0, &final_path).map_err(JobFailure::retry)?;
             }
             written.push(name.clone());
         }
         Ok(serde_json::json!({ "Bucket": params.bucket, "Files": written }).to_string())
+    }
+}
+
+/// Whether an export file-name prefix is acceptable: short, plain characters, not hidden.
+fn valid_prefix(prefix: &str) -> bool {
+    prefix.len() <= MAX_PREFIX_LEN
+        && !prefix.starts_with('.')
+        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Longest export file-name prefix.
+const MAX_PREFIX_LEN: usize = 64;
+
+/// A work file removed when dropped (a rename away first makes that a no-op).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

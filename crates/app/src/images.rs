@@ -158,7 +158,10 @@ impl Service {
         }
         let mut images = Vec::with_capacity(ids.len());
         for raw in ids {
-            let image = self.own_settled_image(caller, region, raw).await?;
+            let image = self.own_custom_image(caller, region, raw).await?;
+            if !image.state.is_deletable() && image.state != ImageState::Importing {
+                return Err(ImageError::State(raw.clone(), image.state));
+            }
             if !self.store().image_shares(&image.id).await?.is_empty() {
                 return Err(ImageError::InShared(raw.clone()));
             }

@@ -1,7 +1,7 @@
 //! `ImportImage`: checks the request, creates the IMPORTING image and its durable job in one
 //! transaction, and (in the job) fetches, inspects, reads and stores the bytes.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,12 +10,13 @@ use imaged_diskfmt::{detect_compression, inspect, Compression, Format, Policy};
 use imaged_domain::import::{check_family, check_import_target, ImportRuleError};
 use imaged_domain::rules::{validate_image_description, validate_image_name, NameError};
 use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, Region, ReleaseStatus, Tag};
-use imaged_metastore::{JobRecord, ManifestRecord, Refused};
+use imaged_metastore::{JobRecord, ManifestRecord, MetaStoreError, Refused};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_to_raw;
 use crate::ingest::{IngestSource, Progress};
 use crate::jobs::JobFailure;
+use crate::scratch::{ScratchBudget, ScratchError, SparseFile};
 use crate::service::{now, AppError, Service};
 use crate::uploads::ManifestReader;
 
@@ -199,9 +200,9 @@ impl Service {
             return Ok(());
         }
         if url.starts_with("http://") || url.starts_with("https://") {
-            let rest = url.split_once("://").map_or("", |(_, r)| r);
-            if rest.is_empty() || rest.starts_with('/') {
-                return Err(ImportError::Url(format!("has no host: {url}")));
+            let parsed = crate::http::parse_fetch_url(url).map_err(|e| ImportError::Url(format!("{e}: {url}")))?;
+            if crate::http::literal_refused(&parsed, &self.data().egress) {
+                return Err(ImportError::Url(format!("names a host this service may not reach: {url}")));
             }
             return Ok(());
         }
@@ -209,17 +210,19 @@ impl Service {
     }
 
     /// The local path of a `file://` URL, if it lies inside the operator's import directory.
+    /// Every refusal answers alike, so that nothing can be learnt about paths outside it.
     fn allowed_file(&self, url: &str) -> Result<PathBuf, ImportError> {
         let dir = self
             .data()
             .import_dir
             .as_ref()
             .ok_or_else(|| ImportError::Url("file:// imports are not enabled".into()))?;
+        let refused = || ImportError::Url(format!("names no file of the import directory: {url}"));
         let path = PathBuf::from(url.trim_start_matches("file://"));
-        let real = path.canonicalize().map_err(|_| ImportError::Url(format!("names no readable file: {url}")))?;
-        let root = dir.canonicalize().map_err(|_| ImportError::Url("the import directory is missing".into()))?;
+        let root = dir.canonicalize().map_err(|_| refused())?;
+        let real = path.canonicalize().map_err(|_| refused())?;
         if !real.starts_with(&root) || !real.is_file() {
-            return Err(ImportError::Url(format!("is outside the import directory: {url}")));
+            return Err(refused());
         }
         Ok(real)
     }
@@ -240,11 +243,10 @@ impl Service {
         {
             return Ok("{}".into()); // finished before a crash; nothing left to do
         }
-        let scratch = self.data().scratch_dir().join(format!("job-{}", job.id));
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch).map_err(JobFailure::retry)?;
-        let result = self.import_bytes(job, &params, &mut image, &scratch, progress).await;
-        let _ = std::fs::remove_dir_all(&scratch);
+        let scratch = ScratchDir::create(self.data().scratch_dir().join(format!("job-{}", job.id)))?;
+        let budget = self.scratch().budget();
+        let result = self.import_bytes(job, &params, &mut image, &scratch.0, &budget, progress).await;
+        drop(scratch);
         if result.is_ok() || result.as_ref().is_err_and(|f| f.permanent) {
             if let Some(id) = params.url.strip_prefix("upload://") {
                 self.remove_upload(id);
@@ -259,6 +261,7 @@ impl Service {
         params: &ImportParams,
         image: &mut Image,
         scratch: &Path,
+        budget: &Arc<ScratchBudget>,
         progress: Arc<Progress>,
     ) -> Result<String, JobFailure> {
         let declared = params.format.as_deref().and_then(Format::parse);
@@ -326,9 +329,10 @@ impl Service {
                     }
                 }
             }
-            None => self.fetch_source(&params.url, scratch).await?,
+            None => self.fetch_source(job, &params.url, scratch, budget).await?,
         };
-        source = decompress_if_needed(&source, scratch, self.data().max_virtual_size).await?;
+        let ratio = self.data().max_inflation_ratio;
+        source = decompress_if_needed(&source, scratch, budget, ratio, Arc::clone(&progress)).await?;
         let inspect_path = source.clone();
         let inspection = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&inspect_path)?;
@@ -402,7 +406,11 @@ impl Service {
     ) -> Result<(), JobFailure> {
         let mut pending = image.clone();
         pending.state = in_progress;
-        let fresh = self.store().attach_manifest(&pending, record).await.map_err(JobFailure::retry)?;
+        let fresh = match self.store().attach_manifest(&pending, record).await {
+            Ok(fresh) => fresh,
+            Err(MetaStoreError::Deleted(_)) => return Err(JobFailure::permanent("the image was deleted")),
+            Err(e) => return Err(JobFailure::retry(e)),
+        };
         for hex in &fresh {
             let digest = Digest::from_hex(hex).ok_or_else(|| JobFailure::permanent("bad digest"))?;
             if !store.contains(&digest).await.map_err(|e| JobFailure::retry(e.to_string()))? {
@@ -410,19 +418,53 @@ impl Service {
                 return Err(JobFailure::retry(format!("block {hex} vanished before the image was complete")));
             }
         }
-        self.store().put_images(std::slice::from_ref(image)).await.map_err(JobFailure::retry)?;
+        // Only while the image is still the one being filled: a deletion meanwhile wins.
+        if !self.store().update_image_if_state(image, in_progress).await.map_err(JobFailure::retry)? {
+            let _ = self.store().detach_manifest(&image.id).await;
+            return Err(JobFailure::permanent("the image was deleted"));
+        }
         Ok(())
     }
 
-    async fn fetch_source(&self, url: &str, scratch: &Path) -> Result<PathBuf, JobFailure> {
+    async fn fetch_source(
+        &self,
+        job: &JobRecord,
+        url: &str,
+        scratch: &Path,
+        budget: &Arc<ScratchBudget>,
+    ) -> Result<PathBuf, JobFailure> {
         if url.starts_with("file://") {
             return self.allowed_file(url).map_err(|e| JobFailure::permanent(e.to_string()));
         }
         let dest = scratch.join("download");
-        crate::http::download(url, &dest, self.data().max_virtual_size, self.data().https_ca_file.as_deref())
-            .await
-            .map_err(JobFailure::permanent)?;
+        let mut file = SparseFile::create(&dest, Arc::clone(budget)).map_err(JobFailure::retry)?;
+        let data = self.data();
+        let fetched =
+            crate::http::download(url, &mut file, data.max_virtual_size, data.https_ca_file.as_deref(), &data.egress)
+                .await;
+        if let Err(e) = fetched {
+            tracing::info!(job = job.id, "import fetch failed: {}", e.detail);
+            return Err(if e.retry { JobFailure::retry(e.reason) } else { JobFailure::permanent(e.reason) });
+        }
         Ok(dest)
+    }
+}
+
+/// A job's scratch directory, emptied when created and removed when dropped (also when the
+/// job is cancelled or its future dropped).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn create(path: PathBuf) -> Result<Self, JobFailure> {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).map_err(JobFailure::retry)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -433,14 +475,23 @@ fn check_iso(inspection: &imaged_diskfmt::Inspection, force: bool) -> Result<(),
     Ok(())
 }
 
-/// Decompresses one layer of gzip or zstd into the scratch directory, capped at `cap` bytes of
-/// output (a stream inflating past it is refused as too large). Other compressions are refused.
-async fn decompress_if_needed(path: &Path, scratch: &Path, cap: u64) -> Result<PathBuf, JobFailure> {
+/// Decompresses one layer of gzip or zstd into the scratch directory, sparsely (zero runs cost
+/// nothing), charging its data to the job's budget and refusing a stream whose data outgrows
+/// `ratio` times its compressed size (a decompression bomb). Other compressions are refused.
+async fn decompress_if_needed(
+    path: &Path,
+    scratch: &Path,
+    budget: &Arc<ScratchBudget>,
+    ratio: u64,
+    progress: Arc<Progress>,
+) -> Result<PathBuf, JobFailure> {
     let mut head = [0u8; 8];
     let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(JobFailure::retry)?;
     let Some(kind) = detect_compression(&head[..n]) else { return Ok(path.to_owned()) };
-    let (src, dest) = (path.to_owned(), scratch.join("decompressed"));
+    let (src, dest, budget) = (path.to_owned(), scratch.join("decompressed"), Arc::clone(budget));
     tokio::task::spawn_blocking(move || {
+        let compressed = std::fs::metadata(&src).map_err(JobFailure::retry)?.len();
+        let bound = compressed.saturating_mul(ratio).max(INFLATION_SLACK);
         let input = std::io::BufReader::new(std::fs::File::open(&src).map_err(JobFailure::retry)?);
         let mut reader: Box<dyn Read> = match kind {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
@@ -449,9 +500,8 @@ async fn decompress_if_needed(path: &Path, scratch: &Path, cap: u64) -> Result<P
                 return Err(JobFailure::permanent(format!("unknown-format: {other:?} compression is not accepted")))
             }
         };
-        let mut out = std::fs::File::create(&dest).map_err(JobFailure::retry)?;
+        let mut out = SparseFile::create(&dest, budget).map_err(JobFailure::retry)?;
         let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
         loop {
             let n = reader
                 .read(&mut buf)
@@ -459,14 +509,17 @@ async fn decompress_if_needed(path: &Path, scratch: &Path, cap: u64) -> Result<P
             if n == 0 {
                 break;
             }
-            total += n as u64;
-            if total > cap {
+            if progress.is_cancelled() {
+                return Err(JobFailure::permanent("cancelled"));
+            }
+            out.write(&buf[..n]).map_err(scratch_failure)?;
+            if out.data_bytes() > bound {
                 return Err(JobFailure::permanent(format!(
-                    "too-large: the compressed upload inflates past {cap} bytes"
+                    "too-large: the compressed file inflates to more than {ratio} times its size"
                 )));
             }
-            out.write_all(&buf[..n]).map_err(JobFailure::retry)?;
         }
+        out.finish().map_err(scratch_failure)?;
         let mut head = [0u8; 8];
         let n = std::fs::File::open(&dest).and_then(|mut f| f.read(&mut head)).map_err(JobFailure::retry)?;
         if detect_compression(&head[..n]).is_some() {
@@ -476,4 +529,15 @@ async fn decompress_if_needed(path: &Path, scratch: &Path, cap: u64) -> Result<P
     })
     .await
     .map_err(JobFailure::retry)?
+}
+
+/// Data a compressed file may always inflate to, whatever its size.
+const INFLATION_SLACK: u64 = 64 << 20;
+
+/// A scratch refusal as a job failure: the job's own cap is permanent, a full host is not.
+pub(crate) fn scratch_failure(e: ScratchError) -> JobFailure {
+    match e {
+        ScratchError::Job(_) => JobFailure::permanent(e.to_string()),
+        _ => JobFailure::retry(e),
+    }
 }

@@ -60,16 +60,28 @@ pub struct IngestStats {
 /// The outcome and stored size of one block put.
 type PutResult = Result<(PutOutcome, u64), ChunkError>;
 
-/// Progress of an ingest: blocks done out of the total (both 0 until the size is known).
+/// Progress of an ingest: blocks done out of the total (both 0 until the size is known), and
+/// whether the job was cancelled (blocking work checks it and stops).
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Blocks done.
     pub done: AtomicU64,
     /// Blocks in all.
     pub total: AtomicU64,
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
+    /// Asks the work to stop.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the work was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
     /// Percent done, 0..=100.
     pub fn percent(&self) -> u8 {
         let total = self.total.load(Ordering::Relaxed);

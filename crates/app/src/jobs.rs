@@ -16,6 +16,38 @@ use crate::service::{now, Service};
 /// Claims of one job before it is given up.
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// Jobs that move an image's bytes and may take long: imports, exports, captures, copies.
+pub const TRANSFER_KINDS: &[&str] = &["import", "export", "capture", "sync"];
+/// Jobs that operate instances: launches and start/stop/reboot/reset/terminate.
+pub const INSTANCE_KINDS: &[&str] = &["launch", "instance"];
+
+/// The job workers of one server: a pool per kind of work, so that long transfers never hold
+/// the workers short instance operations need, and a cap on the transfers one account may run
+/// at once, so that one tenant cannot hold every transfer worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerPools {
+    /// Workers for [`TRANSFER_KINDS`].
+    pub transfer: usize,
+    /// Workers for [`INSTANCE_KINDS`].
+    pub instance: usize,
+    /// Jobs of one account one pool runs at once (at most).
+    pub per_account: u32,
+}
+
+impl Default for WorkerPools {
+    fn default() -> Self {
+        Self { transfer: 4, instance: 2, per_account: 2 }
+    }
+}
+
+/// How a run of a job ended early.
+enum Interrupted {
+    /// Another worker holds the job now.
+    LeaseLost,
+    /// What the job fills was deleted: the job is over.
+    Cancelled,
+}
+
 /// Why a job run failed, and whether trying again could help.
 #[derive(Debug, Clone)]
 pub struct JobFailure {
@@ -38,19 +70,23 @@ impl JobFailure {
 }
 
 impl Service {
-    /// Starts `count` job workers on the current runtime.
-    pub fn spawn_job_workers(&self, count: usize) {
-        for n in 0..count {
-            let svc = self.clone();
-            let name = format!("{}-{n}", self.worker_id());
-            tokio::spawn(async move { svc.worker_loop(name).await });
+    /// Starts the job workers of `pools` on the current runtime.
+    pub fn spawn_job_workers(&self, pools: WorkerPools) {
+        let classes = [(TRANSFER_KINDS, pools.transfer, "t"), (INSTANCE_KINDS, pools.instance, "i")];
+        for (kinds, count, tag) in classes {
+            for n in 0..count {
+                let svc = self.clone();
+                let name = format!("{}-{tag}{n}", self.worker_id());
+                let per_account = pools.per_account.max(1);
+                tokio::spawn(async move { svc.worker_loop(name, kinds, per_account).await });
+            }
         }
     }
 
-    async fn worker_loop(self, name: String) {
+    async fn worker_loop(self, name: String, kinds: &'static [&'static str], per_account: u32) {
         loop {
             let lease = self.lease_until();
-            match self.store().claim_job(&name, now(), lease).await {
+            match self.store().claim_job(&name, kinds, per_account, now(), lease).await {
                 Ok(Some(job)) => self.run_job(&name, job).await,
                 Ok(None) => {
                     tokio::select! {
@@ -80,9 +116,22 @@ impl Service {
             let renew = self.keep_lease(worker, &job, &progress);
             tokio::select! {
                 r = work => r,
-                () = renew => {
-                    tracing::warn!(job = job.id, "lost the lease; another worker has the job");
-                    return;
+                why = renew => {
+                    progress.cancel();
+                    match why {
+                        Interrupted::LeaseLost => {
+                            tracing::warn!(job = job.id, "lost the lease; another worker has the job");
+                            return;
+                        }
+                        Interrupted::Cancelled => {
+                            tracing::info!(job = job.id, "job cancelled: its image was deleted");
+                            let error = "cancelled: the image was deleted";
+                            if let Err(e) = self.store().finish_job(job.id, JobState::Failed, None, Some(error), now()).await {
+                                tracing::warn!(job = job.id, "recording the job's end failed: {e}");
+                            }
+                            return;
+                        }
+                    }
                 }
             }
         };
@@ -120,19 +169,23 @@ impl Service {
 
     /// Renews the lease every third of its length (at least once a second, so progress stays
     /// fresh), recording progress on the job and on the image it fills or copies; returns only
-    /// when the lease is lost.
-    async fn keep_lease(&self, worker: &str, job: &JobRecord, progress: &Progress) {
+    /// when the lease is lost, or when the image an import fills was deleted (cancelled).
+    async fn keep_lease(&self, worker: &str, job: &JobRecord, progress: &Progress) -> Interrupted {
         let period = Duration::from_millis((self.data().job_lease_secs * 1000 / 3).clamp(200, 1000));
         loop {
             tokio::time::sleep(period).await;
             let pct = progress.percent();
             match self.store().renew_job(job.id, worker, pct, self.lease_until(), now()).await {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => return Interrupted::LeaseLost,
                 Err(e) => tracing::warn!(job = job.id, "renewing the lease failed: {e}"),
             }
             if let Some(id) = &job.image {
-                if let Ok(Some(mut image)) = self.store().get_image(id).await {
+                let found = self.store().get_image(id).await;
+                if job.kind == "import" && matches!(found, Ok(None)) {
+                    return Interrupted::Cancelled;
+                }
+                if let Ok(Some(mut image)) = found {
                     let state = image.state;
                     let field = match state {
                         ImageState::Importing | ImageState::Creating => &mut image.progress,
@@ -173,11 +226,13 @@ impl Service {
             ImageState::Creating => ImageState::CreateFailed,
             _ => return,
         };
+        let was = image.state;
         let _ = self.store().detach_manifest(id).await;
         image.state = failed;
         image.failure_reason = Some(message.to_owned());
         image.progress = None;
-        if let Err(e) = self.store().put_images(std::slice::from_ref(&image)).await {
+        // Only if it is still in progress (a deleted image stays deleted).
+        if let Err(e) = self.store().update_image_if_state(&image, was).await {
             tracing::warn!(image = %id, "marking the image failed: {e}");
         }
     }

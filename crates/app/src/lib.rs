@@ -5,6 +5,8 @@
 //! - [`service`]: [`Service`], the façade the API and the operator commands call: bootstrap
 //!   (catalogue, administrator), accounts and keys, authentication lookups, image listing.
 //! - [`data`]: where bytes live: per-region block stores, uploads, scratch, export buckets.
+//! - [`egress`]: which addresses import fetches may reach, and their timeouts.
+//! - [`scratch`]: jobs' work files, sparse and bounded per job and per host.
 //! - [`disk`]: reading an inspected image block by block (sparse raw, native qcow2, qemu-img).
 //! - [`ingest`]: a disk into a manifest of stored blocks, bounded memory, hashing in parallel.
 //! - [`uploads`]: resumable uploads stored straight into the block store, and a reader over them.
@@ -25,6 +27,7 @@ pub mod capture;
 pub mod data;
 pub mod demo;
 pub mod disk;
+pub mod egress;
 pub mod exports;
 mod http;
 pub mod images;
@@ -33,6 +36,7 @@ pub mod ingest;
 pub mod instances;
 pub mod jobs;
 pub mod maintenance;
+pub mod scratch;
 pub mod secrets;
 pub mod service;
 pub mod sharing;

@@ -11,6 +11,7 @@ use imaged_domain::{catalog, AccountId, Image, ImageType, Region, RegionCatalog,
 use imaged_metastore::{AccountRecord, KeyRecord, KeyStatus, MetaStore, MetaStoreError, Role};
 
 use crate::data::DataConfig;
+use crate::scratch::ScratchSpace;
 use crate::secrets::{random_bytes, write_private_file, MasterKey, SecretsError};
 
 /// File name of the administrator's credentials in the data directory.
@@ -107,6 +108,7 @@ pub struct Service {
     data: Arc<DataConfig>,
     wake: Arc<tokio::sync::Notify>,
     worker_id: Arc<str>,
+    scratch: Arc<ScratchSpace>,
 }
 
 /// The current time.
@@ -126,11 +128,13 @@ impl Service {
     ) -> Self {
         let worker_id =
             format!("{}-{}", std::process::id(), random_bytes::<4>().map(hex::encode).unwrap_or_else(|_| "w".into()));
+        let scratch = ScratchSpace::new(data.scratch_dir(), data.scratch_per_job, data.scratch_share_percent);
         Self {
             store,
             regions: Arc::new(regions),
             limits,
             master_key,
+            scratch,
             data: Arc::new(data),
             wake: Arc::new(tokio::sync::Notify::new()),
             worker_id: worker_id.into(),
@@ -140,6 +144,11 @@ impl Service {
     /// The data plane's configuration (block stores, uploads, buckets).
     pub fn data(&self) -> &DataConfig {
         &self.data
+    }
+
+    /// The host's scratch space, shared by every job.
+    pub fn scratch(&self) -> &Arc<ScratchSpace> {
+        &self.scratch
     }
 
     /// Wakes idle job workers (a job was queued).

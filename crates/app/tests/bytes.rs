@@ -98,7 +98,7 @@ async fn gc_keeps_blocks_a_running_job_may_still_need() {
     assert!(blocks.contains(&digest).await.expect("head"));
     // Once the job is over, the unreferenced block goes.
     svc.store()
-        .claim_job("w", imaged_domain::time::Timestamp(now), imaged_domain::time::Timestamp(now + 30))
+        .claim_job("w", &["import"], 1, imaged_domain::time::Timestamp(now), imaged_domain::time::Timestamp(now + 30))
         .await
         .expect("claim");
     svc.store()

@@ -12,6 +12,10 @@
 //! | job lease, seconds | | `IMAGED_JOB_LEASE_SECS` | `job_lease_secs` | 30 |
 //! | largest virtual size, GiB | | | `max_virtual_size_gib` | 2048 |
 //! | export buckets | | | `[buckets]` name = "dir" | `exports` = `DATA_DIR/buckets/exports` |
+//! | networks and hosts imports may reach | | `IMAGED_IMPORT_ALLOW` (comma-separated) | `[imports]` `allow` | none: public addresses only |
+//! | import fetch timeouts | | | `[imports]` `connect_timeout_secs`, `idle_timeout_secs`, `max_transfer_secs` | 10, 30, 21600 |
+//! | scratch limits | | | `[imports]` `scratch_per_job_gib`, `scratch_share_percent`, `max_inflation_ratio` | 2048, 50, 100 |
+//! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //!
 //! The file may also set `[limits]` and replace the region set with `[[regions]]`.
@@ -56,8 +60,48 @@ pub struct FileConfig {
     /// Quotas (custom images per region per account, accounts per shared image).
     #[serde(default)]
     pub limits: Limits,
+    /// What `http(s)://` imports may reach, their timeouts and scratch limits.
+    #[serde(default)]
+    pub imports: ImportsConfig,
+    /// Job worker pools.
+    #[serde(default)]
+    pub workers: WorkersConfig,
     /// Replaces the built-in region set.
     pub regions: Option<Vec<Region>>,
+}
+
+/// `[imports]`: the egress policy and scratch limits of imports.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportsConfig {
+    /// Networks (`10.0.0.0/8`), addresses or host names imports may reach besides public
+    /// addresses.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Seconds to establish a connection.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds to wait for the first byte of an answer, or between two reads.
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds one fetch may take in all.
+    pub max_transfer_secs: Option<u64>,
+    /// Scratch space one job may write, in GiB.
+    pub scratch_per_job_gib: Option<u64>,
+    /// Share (percent) of the free space all jobs' scratch may take.
+    pub scratch_share_percent: Option<u8>,
+    /// How many times its size a compressed import may inflate to.
+    pub max_inflation_ratio: Option<u64>,
+}
+
+/// `[workers]`: the job worker pools.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Workers for imports, exports, captures and copies.
+    pub transfer: Option<usize>,
+    /// Workers for launches and instance operations.
+    pub instance: Option<usize>,
+    /// Jobs of one account a pool runs at once.
+    pub per_account: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -85,6 +129,10 @@ pub struct Config {
     pub limits: Limits,
     /// Regions.
     pub regions: RegionCatalog,
+    /// Import egress and scratch settings (the allow list from the file or the environment).
+    pub imports: ImportsConfig,
+    /// Job worker pools.
+    pub workers: imaged_app::jobs::WorkerPools,
 }
 
 /// What the command line gave.
@@ -145,7 +193,19 @@ impl Config {
             Some(r) => RegionCatalog::new(r).context("invalid [[regions]] in the config file")?,
             None => RegionCatalog::default(),
         };
+        let mut imports = file.imports;
+        if let Some(allow) = env("IMAGED_IMPORT_ALLOW") {
+            imports.allow = allow.split(',').map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+        }
+        let defaults = imaged_app::jobs::WorkerPools::default();
+        let workers = imaged_app::jobs::WorkerPools {
+            transfer: file.workers.transfer.unwrap_or(defaults.transfer).max(1),
+            instance: file.workers.instance.unwrap_or(defaults.instance).max(1),
+            per_account: file.workers.per_account.unwrap_or(defaults.per_account).max(1),
+        };
         Ok(Self {
+            imports,
+            workers,
             data_dir,
             listen,
             database_url,

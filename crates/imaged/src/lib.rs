@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use imaged_app::data::DataConfig;
+use imaged_app::egress::EgressPolicy;
 use imaged_app::{MasterKey, Service};
 use imaged_metastore::postgres::PostgresStore;
 use imaged_metastore::sqlite::SqliteStore;
@@ -51,5 +52,22 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     data.job_lease_secs = cfg.job_lease_secs.max(1);
     data.max_virtual_size = cfg.max_virtual_size;
     data.buckets.extend(cfg.buckets.clone());
+    let imports = &cfg.imports;
+    let mut egress = EgressPolicy::with_allowed(&imports.allow).map_err(|e| anyhow::anyhow!("[imports] allow: {e}"))?;
+    let secs =
+        |v: Option<u64>, default: std::time::Duration| v.map_or(default, |s| std::time::Duration::from_secs(s.max(1)));
+    egress.connect_timeout = secs(imports.connect_timeout_secs, egress.connect_timeout);
+    egress.idle_timeout = secs(imports.idle_timeout_secs, egress.idle_timeout);
+    egress.max_transfer_time = secs(imports.max_transfer_secs, egress.max_transfer_time);
+    data.egress = egress;
+    if let Some(gib) = imports.scratch_per_job_gib {
+        data.scratch_per_job = gib.saturating_mul(1 << 30);
+    }
+    if let Some(share) = imports.scratch_share_percent {
+        data.scratch_share_percent = share.min(100);
+    }
+    if let Some(ratio) = imports.max_inflation_ratio {
+        data.max_inflation_ratio = ratio.max(1);
+    }
     Ok(Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data))
 }

@@ -337,7 +337,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         println!("(also written to {}):", cfg.data_dir.join(imaged_app::service::CREDENTIALS_FILE).display());
         println!("{}", serde_json::to_string_pretty(&creds)?);
     }
-    service.spawn_job_workers(2);
+    service.spawn_job_workers(cfg.workers);
     let gc = service.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));

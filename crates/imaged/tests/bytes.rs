@@ -607,7 +607,10 @@ fn images_are_imported_from_http_and_verified_https_urls() {
     let plain = FileServer::start(work.path(), None);
     let tls = FileServer::start(work.path(), Some((&cert, &key)));
 
-    let config = format!("https_ca_file = \"{}\"\n", cert.display());
+    // The file servers are on loopback: the operator allows it (imports reach only public
+    // addresses by default).
+    let allow = "[imports]\nallow = [\"127.0.0.0/8\"]\n";
+    let config = format!("https_ca_file = \"{}\"\n{allow}", cert.display());
     let server = Server::start_with(Backend::Sqlite, "https", &config).expect("sqlite");
     for (scheme, port) in [("http", plain.port), ("https", tls.port)] {
         let img = import_url(&server, &format!("{scheme}://127.0.0.1:{port}/served.raw"), &format!("from-{scheme}"));
@@ -621,7 +624,7 @@ fn images_are_imported_from_http_and_verified_https_urls() {
     assert!(missing["FailureReason"].as_str().is_some_and(|r| r.contains("404")), "{missing}");
 
     // Without the operator's CA, the self-signed certificate is refused.
-    let untrusting = Server::start(Backend::Sqlite, "https_untrusted").expect("sqlite");
+    let untrusting = Server::start_with(Backend::Sqlite, "https_untrusted", allow).expect("sqlite");
     let refused = import_url(&untrusting, &format!("https://127.0.0.1:{}/served.raw", tls.port), "untrusted");
     assert_eq!(refused["ImageState"], "IMPORTFAILED");
     assert!(refused["FailureReason"].as_str().is_some_and(|r| r.contains("certificate")), "{refused}");

@@ -31,6 +31,9 @@ pub enum MetaStoreError {
     /// A stored value could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// The record an operation would update was deleted meanwhile.
+    #[error("{0} was deleted")]
+    Deleted(String),
     /// The database schema is newer than this binary knows.
     #[error("database schema version {found} is newer than this binary's {known}")]
     SchemaTooNew {
@@ -239,8 +242,9 @@ pub trait ImageStore: Send + Sync {
     /// (`DuplicateName` otherwise); checked and written in one step.
     async fn update_custom_image(&self, image: &Image) -> Result<Result<(), Refused>>;
     /// In one transaction: deletes an image that is shared with nobody (`InShared` otherwise)
-    /// and is not being created, imported or copied (`WrongState`), its manifest and its block
-    /// references. False when there was no such image.
+    /// and is not being created or copied (`WrongState`), its manifest and its block references.
+    /// An image being imported may be deleted: that cancels the import (its job finds the image
+    /// gone and writes nothing more). False when there was no such image.
     async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>>;
 }
 
@@ -312,7 +316,9 @@ pub trait BlockRefStore: Send + Sync {
     /// In one transaction: stores the manifest, adds one reference to each of its blocks, and
     /// replaces the image document with `image`. Returns the blocks that had no reference
     /// before: only those can have been collected since they were written (a referenced block
-    /// is never collected), so only those need checking for presence.
+    /// is never collected), so only those need checking for presence. A custom image (one with
+    /// an owner) is created by its request, never by its job: if its row is gone (it was deleted,
+    /// which cancels an import), nothing is written and the answer is [`MetaStoreError::Deleted`].
     async fn attach_manifest(&self, image: &Image, manifest: &ManifestRecord) -> Result<Vec<String>>;
     /// The manifest of an image.
     async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>>;
@@ -432,9 +438,18 @@ pub trait JobStore: Send + Sync {
     /// In one transaction: inserts a custom image (quota and name checked as in
     /// [`ImageStore::insert_custom_image`]) and queues the job that will fill it.
     async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>>;
-    /// Claims the oldest queued job, or a running one whose lease expired, for `worker` until
-    /// `lease_until`.
-    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>>;
+    /// Claims for `worker`, until `lease_until`, the oldest job of one of `kinds` that is queued
+    /// or running with an expired lease, skipping the jobs of accounts that already run
+    /// `per_account` jobs of those kinds (leases not expired). The check and the claim are one
+    /// step: concurrent claims never let an account run more.
+    async fn claim_job(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        per_account: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<JobRecord>>;
     /// Extends the lease and records progress; false when `worker` no longer holds the job.
     async fn renew_job(
         &self,
@@ -459,9 +474,38 @@ pub trait JobStore: Send + Sync {
     async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>>;
 }
 
+/// A file an export job wrote into a bucket, and who may download it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedFile {
+    /// The bucket.
+    pub bucket: String,
+    /// The file's name in the bucket.
+    pub name: String,
+    /// The account that exported it: the only one that may download it.
+    pub account: AccountId,
+    /// The image it holds.
+    pub image: ImageId,
+    /// The export job.
+    pub job: u64,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+}
+
+/// The record of exported files: downloads are authorised on it, never on a file's name.
+#[async_trait]
+pub trait ExportStore: Send + Sync {
+    /// Records (or, for a file exported again, replaces) who exported a file.
+    async fn record_export(&self, file: &ExportedFile) -> Result<()>;
+    /// The record of a file, if any.
+    async fn exported_file(&self, bucket: &str, name: &str) -> Result<Option<ExportedFile>>;
+}
+
 /// Everything the service needs from its metadata store.
-pub trait MetaStore: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore {}
-impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore> MetaStore for T {}
+pub trait MetaStore:
+    AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore
+{
+}
+impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore> MetaStore for T {}
 
 /// The first account id the stores hand out (Tencent-style 12-digit UINs).
 pub const FIRST_ACCOUNT_ID: u64 = 100_000_000_001;

@@ -7,7 +7,7 @@ use imaged_domain::instance::{Instance, InstanceOp, InstanceState};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, InstanceId, Tag};
 
-use crate::{JobRecord, JobState, KeyRecord, KeyStatus, ManifestRecord, MetaStore, Refused, Role};
+use crate::{ExportedFile, JobRecord, JobState, KeyRecord, KeyStatus, ManifestRecord, MetaStore, Refused, Role};
 
 /// A custom image owned by `owner` in `region`, with a fresh id.
 pub fn custom_image(owner: AccountId, region: &str, name: &str, seed: u8) -> Image {
@@ -35,6 +35,73 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     instances_are_listed_per_owner_and_region_and_take_one_operation_at_a_time(store.clone()).await;
     the_share_limit_holds_under_concurrency_and_shares_can_be_cancelled(store.clone()).await;
     a_sync_begins_only_from_normal_and_inserts_every_copy_or_none(store).await;
+    jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share(store.clone()).await;
+    exported_files_are_recorded_with_the_account_that_made_them(store).await;
+}
+
+async fn exported_files_are_recorded_with_the_account_that_made_them<S: MetaStore>(store: &S) {
+    let (a, b) = (new_account(store, "exporter-a").await, new_account(store, "exporter-b").await);
+    let img = custom_image(a, "ap-guangzhou", "exported", 91);
+    let file = ExportedFile {
+        bucket: "exports".into(),
+        name: format!("x_{}_system.raw", img.id),
+        account: a,
+        image: img.id.clone(),
+        job: 7,
+        created_at: Timestamp(3000),
+    };
+    store.record_export(&file).await.expect("record");
+    assert_eq!(store.exported_file("exports", &file.name).await.expect("db"), Some(file.clone()));
+    assert_eq!(store.exported_file("other", &file.name).await.expect("db"), None, "per bucket");
+    assert_eq!(store.exported_file("exports", "x.raw").await.expect("db"), None);
+    let again = ExportedFile { account: b, job: 8, created_at: Timestamp(3001), ..file.clone() };
+    store.record_export(&again).await.expect("record again");
+    assert_eq!(store.exported_file("exports", &file.name).await.expect("db").map(|f| (f.account, f.job)), Some((b, 8)));
+}
+
+/// Every job kind the service queues.
+const ALL_KINDS: &[&str] = &["import", "export", "capture", "sync", "launch", "instance"];
+
+async fn jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share<S: MetaStore + Clone + 'static>(store: S) {
+    let (greedy, modest) = (new_account(&store, "greedy").await, new_account(&store, "modest").await);
+    let region = "ap-chengdu";
+    let mut greedy_jobs = Vec::new();
+    for n in 0..6 {
+        greedy_jobs.push(store.insert_job(&job("k-transfer", region, greedy, None, 1000 + n)).await.expect("insert"));
+    }
+    let modest_job = store.insert_job(&job("k-transfer", region, modest, None, 1010)).await.expect("insert");
+    let op = store.insert_job(&job("k-op", region, greedy, None, 1011)).await.expect("insert");
+    // Eight workers claim at once with a share of 2: the greedy account gets two, the modest one
+    // its one, whatever the interleaving.
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_job(&format!("p{n}"), &["k-transfer"], 2, Timestamp(2000), Timestamp(2030)).await.expect("db")
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.expect("task"));
+    }
+    let of = |acct: AccountId| claimed.iter().filter(|j| j.account == acct).count();
+    assert_eq!((of(greedy), of(modest)), (2, 1), "claimed: {claimed:?}");
+    assert!(claimed.iter().all(|j| j.kind == "k-transfer"), "a pool claims only its kinds");
+    assert!(claimed.iter().any(|j| j.id == modest_job));
+    // Another pool's kinds are not held back by the account's transfers.
+    let other = store.claim_job("q", &["k-op"], 2, Timestamp(2001), Timestamp(2031)).await.expect("db");
+    assert_eq!(other.map(|j| j.id), Some(op));
+    // When a greedy job ends, the next one of that account can start; an expired lease frees its place.
+    let first = claimed.iter().find(|j| j.account == greedy).map(|j| j.id).expect("greedy job");
+    store.finish_job(first, JobState::Succeeded, None, None, Timestamp(2002)).await.expect("finish");
+    let next = store.claim_job("p9", &["k-transfer"], 2, Timestamp(2003), Timestamp(2033)).await.expect("db");
+    assert_eq!(next.map(|j| j.account), Some(greedy));
+    assert_eq!(store.claim_job("p9", &["k-transfer"], 2, Timestamp(2004), Timestamp(2034)).await.expect("db"), None);
+    let after_leases = store.claim_job("p9", &["k-transfer"], 2, Timestamp(2100), Timestamp(2130)).await.expect("db");
+    assert!(after_leases.is_some_and(|j| j.account == greedy), "expired leases count no more");
+    for id in greedy_jobs.into_iter().chain([modest_job, op]) {
+        store.finish_job(id, JobState::Failed, None, Some("test over"), Timestamp(2200)).await.expect("finish");
+    }
 }
 
 async fn the_share_limit_holds_under_concurrency_and_shares_can_be_cancelled<S: MetaStore + Clone + 'static>(store: S) {
@@ -342,24 +409,30 @@ async fn jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_leas
         .expect("db");
     assert_eq!(refused, Err(Refused::QuotaExceeded));
 
-    let claimed = store.claim_job("w1", Timestamp(600), Timestamp(630)).await.expect("db").expect("a job");
+    let claimed =
+        store.claim_job("w1", ALL_KINDS, 10, Timestamp(600), Timestamp(630)).await.expect("db").expect("a job");
     assert_eq!((claimed.id, claimed.state, claimed.attempts), (id, JobState::Running, 1));
     assert_eq!(claimed.image, Some(img.id.clone()));
-    assert_eq!(store.claim_job("w2", Timestamp(610), Timestamp(640)).await.expect("db"), None, "lease held");
+    assert_eq!(
+        store.claim_job("w2", ALL_KINDS, 10, Timestamp(610), Timestamp(640)).await.expect("db"),
+        None,
+        "lease held"
+    );
     assert!(store.renew_job(id, "w1", 40, Timestamp(660), Timestamp(620)).await.expect("db"));
     assert!(!store.renew_job(id, "w2", 40, Timestamp(660), Timestamp(620)).await.expect("db"));
     assert_eq!(store.get_job(id).await.expect("db").map(|j| j.progress), Some(40));
     // w1 dies: after its lease, w2 takes the job over and w1 can no longer renew it.
-    let taken = store.claim_job("w2", Timestamp(700), Timestamp(730)).await.expect("db").expect("taken over");
+    let taken =
+        store.claim_job("w2", ALL_KINDS, 10, Timestamp(700), Timestamp(730)).await.expect("db").expect("taken over");
     assert_eq!((taken.id, taken.attempts), (id, 2));
     assert!(!store.renew_job(id, "w1", 50, Timestamp(760), Timestamp(701)).await.expect("db"));
     store.finish_job(id, JobState::Succeeded, Some(r#"{"ok":true}"#), None, Timestamp(710)).await.expect("finish");
     let done = store.get_job(id).await.expect("db").expect("job");
     assert_eq!((done.state, done.progress, done.result.as_deref()), (JobState::Succeeded, 100, Some(r#"{"ok":true}"#)));
-    assert_eq!(store.claim_job("w3", Timestamp(800), Timestamp(830)).await.expect("db"), None);
+    assert_eq!(store.claim_job("w3", ALL_KINDS, 10, Timestamp(800), Timestamp(830)).await.expect("db"), None);
     assert_eq!(store.oldest_active_job(region).await.expect("db"), None);
     let failing = store.insert_job(&job("export", region, owner, None, 900)).await.expect("insert");
-    store.claim_job("w3", Timestamp(901), Timestamp(930)).await.expect("db").expect("claimed");
+    store.claim_job("w3", ALL_KINDS, 10, Timestamp(901), Timestamp(930)).await.expect("db").expect("claimed");
     store.finish_job(failing, JobState::Failed, None, Some("bucket gone"), Timestamp(902)).await.expect("finish");
     let failed = store.get_job(failing).await.expect("db").expect("job");
     assert_eq!((failed.state, failed.error.as_deref()), (JobState::Failed, Some("bucket gone")));

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod guest;
+pub mod hostile;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -257,6 +258,23 @@ pub fn signed_request(
     ts: i64,
     extra: &[(&str, &str)],
 ) -> RawResponse {
+    signed_path_request(addr, creds, method, "/", query, content_type, action, body, ts, extra)
+}
+
+/// As [`signed_request`], to `path` (`/download`, `/upload`).
+#[allow(clippy::too_many_arguments)]
+pub fn signed_path_request(
+    addr: &str,
+    creds: &Creds,
+    method: &str,
+    path: &str,
+    query: &str,
+    content_type: &str,
+    action: &str,
+    body: &[u8],
+    ts: i64,
+    extra: &[(&str, &str)],
+) -> RawResponse {
     let req = imaged_api::tc3::ClientRequest { method, query, content_type, host: addr, body };
     let auth = imaged_api::tc3::authorization_header(&creds.secret_id, &creds.secret_key, "cvm", ts, &req);
     let mut headers: Vec<(String, String)> = vec![
@@ -275,7 +293,7 @@ pub fn signed_request(
             headers.push(((*k).into(), (*v).into()));
         }
     }
-    let target = if query.is_empty() { "/".to_owned() } else { format!("/?{query}") };
+    let target = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
     let mut head = format!("{method} {target} HTTP/1.1\r\n");
     for (k, v) in &headers {
         head.push_str(&format!("{k}: {v}\r\n"));

@@ -36,6 +36,15 @@ impl BlockRefStore for PostgresStore {
         let blocks = serde_json::to_string(&m.blocks).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        if image.owner.is_some() {
+            let exists = tx
+                .query_opt("SELECT 1 FROM images WHERE id = $1 FOR UPDATE", &[&image.id.as_str()])
+                .await
+                .map_err(db_err)?;
+            if exists.is_none() {
+                return Err(MetaStoreError::Deleted(format!("image {}", image.id)));
+            }
+        }
         tx.execute(
             &format!("INSERT INTO image_manifests ({MANIFEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[&m.image.as_str(), &m.region, &m.manifest, &blocks, &m.source_format, &(m.virtual_size as i64)],

@@ -221,7 +221,7 @@ impl ImageStore for PostgresStore {
         }
         let state: String =
             tx.query_one("SELECT state FROM images WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?.get(0);
-        if ["CREATING", "IMPORTING", "SYNCING"].contains(&state.as_str()) {
+        if ["CREATING", "SYNCING"].contains(&state.as_str()) {
             return Ok(Err(Refused::WrongState));
         }
         detach_manifest_tx(&tx, id).await?;

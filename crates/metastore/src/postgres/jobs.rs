@@ -43,23 +43,59 @@ impl JobStore for PostgresStore {
         self.insert_image_beginning(image, quota, &[], job).await
     }
 
-    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
-        let conn = self.conn().await?;
-        let row = conn
+    async fn claim_job(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        per_account: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<JobRecord>> {
+        let kinds: Vec<&str> = kinds.to_vec();
+        let per_account = i64::from(per_account);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        let running = "SELECT COUNT(*) FROM jobs r WHERE r.account_id = j.account_id AND r.state = 'RUNNING'
+                       AND r.lease_until >= $1 AND r.kind = ANY($2)";
+        let candidate = tx
             .query_opt(
                 &format!(
-                    "UPDATE jobs SET state = 'RUNNING', worker = $2, lease_until = $3, attempts = attempts + 1,
-                       updated_at = $1
-                     WHERE id = (SELECT id FROM jobs
-                                 WHERE state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < $1)
-                                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                     RETURNING {JOB_COLUMNS}"
+                    "SELECT id, account_id FROM jobs j
+                     WHERE (state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < $1)) AND kind = ANY($2)
+                       AND ({running}) < $3
+                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
                 ),
-                &[&now.0, &worker, &lease_until.0],
+                &[&now.0, &kinds, &per_account],
             )
             .await
             .map_err(db_err)?;
-        row.map(|r| to_job(&r)).transpose()
+        let Some(candidate) = candidate else { return Ok(None) };
+        let (id, account): (i64, i64) = (candidate.get(0), candidate.get(1));
+        // Claims for one account take turns, so the count below sees every committed claim.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&account]).await.map_err(db_err)?;
+        let held: i64 = tx
+            .query_one(
+                &format!("SELECT ({running}) FROM (SELECT $3::BIGINT AS account_id) j"),
+                &[&now.0, &kinds, &account],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0);
+        if held >= per_account {
+            return Ok(None);
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE jobs SET state = 'RUNNING', worker = $2, lease_until = $3, attempts = attempts + 1,
+                       updated_at = $1 WHERE id = $4 RETURNING {JOB_COLUMNS}"
+                ),
+                &[&now.0, &worker, &lease_until.0, &id],
+            )
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        to_job(&row).map(Some)
     }
 
     async fn renew_job(

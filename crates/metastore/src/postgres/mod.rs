@@ -14,6 +14,7 @@ use schema::MIGRATIONS;
 
 mod accounts;
 mod blocks;
+mod exports;
 mod images;
 mod instances;
 mod jobs;

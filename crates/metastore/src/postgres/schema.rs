@@ -101,4 +101,17 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         PRIMARY KEY (owner_id, token)
     );",
     ),
+    (
+        5,
+        "CREATE INDEX jobs_running_by_account ON jobs(account_id, kind) WHERE state = 'RUNNING';
+    CREATE TABLE exported_files (
+        bucket TEXT NOT NULL,
+        name TEXT NOT NULL,
+        account_id BIGINT NOT NULL,
+        image_id TEXT NOT NULL,
+        job_id BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (bucket, name)
+    );",
+    ),
 ];

@@ -39,6 +39,15 @@ impl BlockRefStore for SqliteStore {
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                if image.owner.is_some() {
+                    let exists = tx
+                        .query_row("SELECT 1 FROM images WHERE id = ?1", params![image.id.as_str()], |_| Ok(()))
+                        .optional()
+                        .map_err(db_err)?;
+                    if exists.is_none() {
+                        return Err(MetaStoreError::Deleted(format!("image {}", image.id)));
+                    }
+                }
                 let blocks = serde_json::to_string(&m.blocks).map_err(|e| MetaStoreError::Corrupt(e.to_string()))?;
                 tx.execute(
                     &format!("INSERT INTO image_manifests ({MANIFEST_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),

@@ -10,8 +10,9 @@ use crate::{
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageState};
 
-/// Image states whose work would be lost if the image were deleted underneath it.
-const BUSY_STATES: &[&str] = &["CREATING", "IMPORTING", "SYNCING"];
+/// Image states whose work would be lost if the image were deleted underneath it (an import
+/// is cancelled by deleting its image instead).
+const BUSY_STATES: &[&str] = &["CREATING", "SYNCING"];
 
 #[async_trait]
 impl ImageStore for SqliteStore {

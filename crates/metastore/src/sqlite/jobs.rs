@@ -61,16 +61,29 @@ impl JobStore for SqliteStore {
         self.insert_image_beginning(image, quota, &[], job).await
     }
 
-    async fn claim_job(&self, worker: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRecord>> {
+    async fn claim_job(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        per_account: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<JobRecord>> {
         let worker = worker.to_owned();
+        let kinds = serde_json::to_string(kinds).map_err(|e| MetaStoreError::Backend(e.to_string()))?;
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 let id: Option<i64> = tx
                     .query_row(
-                        "SELECT id FROM jobs WHERE state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < ?1)
-                         ORDER BY id LIMIT 1",
-                        params![now.0],
+                        "SELECT id FROM jobs j
+                         WHERE (j.state = 'QUEUED' OR (j.state = 'RUNNING' AND j.lease_until < ?1))
+                           AND j.kind IN (SELECT value FROM json_each(?2))
+                           AND (SELECT COUNT(*) FROM jobs r
+                                WHERE r.account_id = j.account_id AND r.state = 'RUNNING' AND r.lease_until >= ?1
+                                  AND r.kind IN (SELECT value FROM json_each(?2))) < ?3
+                         ORDER BY j.id LIMIT 1",
+                        params![now.0, kinds, per_account],
                         |r| r.get(0),
                     )
                     .optional()

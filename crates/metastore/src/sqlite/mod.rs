@@ -15,6 +15,7 @@ use schema::MIGRATIONS;
 
 mod accounts;
 mod blocks;
+mod exports;
 mod images;
 mod instances;
 mod jobs;

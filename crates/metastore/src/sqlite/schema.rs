@@ -100,4 +100,17 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         PRIMARY KEY (owner_id, token)
     );",
     ),
+    (
+        5,
+        "CREATE INDEX jobs_running_by_account ON jobs(account_id, kind) WHERE state = 'RUNNING';
+    CREATE TABLE exported_files (
+        bucket TEXT NOT NULL,
+        name TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        job_id INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (bucket, name)
+    );",
+    ),
 ];

@@ -1,0 +1,284 @@
+//! End to end for what an outside review of the running server tried: import URLs that reach
+//! the server's own network (every address form, and through redirects), remote servers that
+//! stall or trickle while other tenants work, and downloads of another tenant's exports.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::guest::{sdk, PUBLIC_IMAGE};
+use support::hostile::{Behaviour, Remote};
+use support::{signed_path_request, Backend, Creds, Server};
+
+/// One MiB that reads as a plain raw disk.
+fn disk_bytes() -> Vec<u8> {
+    (0..1u32 << 20).map(|i| (i.wrapping_mul(31) % 251) as u8).collect()
+}
+
+/// Sends one `ImportImage` per URL, then waits for every accepted one to settle; returns, per
+/// URL, `{"error", "message"}` when refused, else the settled image.
+fn import_all(server: &Server, creds: &Creds, urls: &[String]) -> Vec<Value> {
+    let list = serde_json::to_string(urls).expect("json");
+    let r = sdk(
+        server,
+        creds,
+        &format!(
+            r#"c = client()
+out = []
+for n, url in enumerate({list}):
+    r = call(c, "ImportImage", {{"ImageUrl": url, "ImageName": "probe-%d-%d" % (n, time.time_ns()),
+        "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64"}})
+    out.append(r)
+result = [r if "error" in r else settle_image(c, r["ok"]["ImageId"], timeout=60) for r in out]"#
+        ),
+    );
+    r.as_array().expect("list").clone()
+}
+
+fn closed_port(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn import_urls_reach_only_public_addresses_unless_the_operator_allows_them() {
+    let secret = Remote::start("127.0.0.1", Behaviour::Body(disk_bytes()));
+    let p = secret.addr.port();
+    let shut = closed_port("127.0.0.1");
+    // The operator allows 127.0.0.2 (a redirector lives there); nothing else on loopback.
+    let server = Server::start_with(
+        Backend::Sqlite,
+        "ssrf",
+        "[imports]\nallow = [\"127.0.0.2\"]\nconnect_timeout_secs = 2\nidle_timeout_secs = 5\n",
+    )
+    .expect("sqlite");
+    let tenant = server.create_account("tenant");
+
+    // Every literal form of an internal address is refused at the request, open port or not.
+    let literal: Vec<String> = [
+        format!("http://127.0.0.1:{p}/d.raw"),
+        format!("http://127.0.0.1:{shut}/d.raw"),
+        format!("http://localhost:{p}/d.raw"),
+        format!("http://LOCALHOST.:{p}/d.raw"),
+        format!("http://anything.localhost:{p}/d.raw"),
+        format!("http://127.1:{p}/d.raw"),
+        format!("http://0x7f000001:{p}/d.raw"),
+        format!("http://2130706433:{p}/d.raw"),
+        format!("http://0177.0.0.1:{p}/d.raw"),
+        format!("http://[::1]:{p}/d.raw"),
+        format!("http://[::ffff:127.0.0.1]:{p}/d.raw"),
+        format!("http://0.0.0.0:{p}/d.raw"),
+        "http://169.254.169.254/latest/meta-data".into(),
+        "http://10.0.0.1/d.raw".into(),
+        "http://172.16.5.4/d.raw".into(),
+        "http://192.168.1.1/d.raw".into(),
+        "http://100.64.0.1/d.raw".into(),
+        "http://[fd00::1]/d.raw".into(),
+        "http://[fe80::1]/d.raw".into(),
+        "http://224.0.0.1/d.raw".into(),
+        format!("https://127.0.0.1:{p}/d.raw"),
+        format!("https://[::1]:{p}/d.raw"),
+        "http://user:secret@example.com/d.raw".into(),
+    ]
+    .into();
+    let answers = import_all(&server, &tenant, &literal);
+    for (url, a) in literal.iter().zip(&answers) {
+        assert_eq!(a["error"], "InvalidParameter.InvalidParameterUrlError", "{url}: {a}");
+    }
+    let strip = |a: &Value, url: &str| a["message"].as_str().unwrap_or("").replace(url, "URL");
+    assert_eq!(strip(&answers[0], &literal[0]), strip(&answers[1], &literal[1]), "open and closed ports answer alike");
+
+    // Redirects are decided again, on the address the new host resolves to.
+    let targets = [
+        format!("http://127.0.0.1:{p}/d.raw"),
+        format!("http://localhost:{p}/d.raw"),
+        format!("https://127.0.0.1:{p}/d.raw"),
+        format!("http://[::1]:{p}/d.raw"),
+        format!("http://0x7f000001:{p}/d.raw"),
+    ];
+    let hops: Vec<Remote> =
+        targets.iter().map(|t| Remote::start("127.0.0.2", Behaviour::Redirect(t.clone()))).collect();
+    let mut urls: Vec<String> = hops.iter().map(|h| format!("http://{}/d.raw", h.addr)).collect();
+    // An allowed address: the tenant learns what failed, not the server's details.
+    let refused_port = closed_port("127.0.0.2");
+    urls.push(format!("http://127.0.0.2:{refused_port}/d.raw"));
+    let allowed = Remote::start("127.0.0.2", Behaviour::Body(disk_bytes()));
+    urls.push(format!("http://{}/d.raw", allowed.addr));
+    let settled = import_all(&server, &tenant, &urls);
+    for (target, img) in targets.iter().zip(&settled) {
+        assert_eq!(img["ImageState"], "IMPORTFAILED", "redirect to {target}: {img}");
+        assert_eq!(
+            img["FailureReason"], "the URL could not be fetched: its host is not one this service may reach",
+            "redirect to {target}"
+        );
+    }
+    let refused = &settled[targets.len()];
+    assert_eq!(refused["FailureReason"], "the URL could not be fetched: connection refused", "{refused}");
+    assert_eq!(settled[targets.len() + 1]["ImageState"], "NORMAL", "the allowed server is reached");
+    assert!(hops.iter().all(|h| h.accepted() == 1), "every redirector was asked once");
+    assert_eq!(secret.accepted(), 0, "nothing ever reached the internal server");
+}
+
+#[test]
+fn a_stalled_remote_server_holds_back_no_other_tenants_work_and_imports_can_be_cancelled() {
+    let staller = Remote::start("127.0.0.1", Behaviour::Stall);
+    let files = Remote::start("127.0.0.1", Behaviour::Body(disk_bytes()));
+    // Default pools (4 transfer workers, 2 per account, 2 instance workers); long timeouts,
+    // so the stalls last the whole test.
+    let server =
+        Server::start_with(Backend::Sqlite, "stall", "[imports]\nallow = [\"127.0.0.0/8\"]\n").expect("sqlite");
+    let (greedy, other) = (server.create_account("greedy"), server.create_account("other"));
+    let stalled_url = format!("http://{}/d.raw", staller.addr);
+    let stalled = sdk(
+        &server,
+        &greedy,
+        &format!(
+            r#"c = client()
+result = [call(c, "ImportImage", {{"ImageUrl": "{stalled_url}", "ImageName": "stalled-%d" % n,
+    "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64"}})["ok"]["ImageId"] for n in range(3)]"#
+        ),
+    );
+    let stalled: Vec<String> =
+        stalled.as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_owned()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while staller.accepted() < 2 {
+        assert!(Instant::now() < deadline, "the stalled imports never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Meanwhile another tenant launches, stops and imports.
+    let started = Instant::now();
+    let r = sdk(
+        &server,
+        &other,
+        &format!(
+            r#"c = client()
+launched = run(c, "{PUBLIC_IMAGE}")
+iid = launched["ids"][0]
+t0 = time.time()
+call(c, "StopInstances", {{"InstanceIds": [iid]}})
+stopped = settle_instances(c, [iid])[iid]
+stop_secs = time.time() - t0
+r = call(c, "ImportImage", {{"ImageUrl": "http://{}/d.raw", "ImageName": "fine",
+    "OsType": "CentOS", "OsVersion": "7", "Architecture": "x86_64"}})
+result = {{"stopped": stopped, "stop_secs": stop_secs, "import": settle_image(c, r["ok"]["ImageId"], timeout=60)}}"#,
+            files.addr
+        ),
+    );
+    let stop_secs = r["stop_secs"].as_f64().expect("seconds");
+    eprintln!("another tenant's StopInstances finished in {stop_secs:.3} s while two imports stalled");
+    assert_eq!(r["stopped"]["InstanceState"], "STOPPED", "{r}");
+    assert!(stop_secs < 10.0, "StopInstances took {stop_secs} s");
+    assert_eq!(r["import"]["ImageState"], "NORMAL", "the other tenant's import is not held back: {r}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(staller.accepted(), 2, "the greedy account runs at most two transfers at once");
+
+    // Deleting a stalled import cancels it: the connection is dropped and the third one starts.
+    let r = sdk(
+        &server,
+        &greedy,
+        &format!(
+            r#"c = client()
+d = call(c, "DeleteImages", {{"ImageIds": ["{}"]}})
+result = {{"delete": d, "left": call(c, "DescribeImages", {{"ImageIds": ["{}"]}})}}"#,
+            stalled[0], stalled[0]
+        ),
+    );
+    assert!(r["delete"]["ok"].is_object(), "an importing image can be deleted: {r}");
+    assert!(r["left"]["error"].is_string() || r["left"]["ok"]["TotalCount"] == 0, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while staller.closed() < 1 || staller.accepted() < 3 {
+        assert!(Instant::now() < deadline, "closed {}, accepted {}", staller.closed(), staller.accepted());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_fetch_is_bounded_by_idle_and_total_timeouts() {
+    let staller = Remote::start("127.0.0.1", Behaviour::Stall);
+    let trickler = Remote::start("127.0.0.1", Behaviour::Trickle);
+    let server = Server::start_with(
+        Backend::Sqlite,
+        "timeouts",
+        "[imports]\nallow = [\"127.0.0.0/8\"]\nconnect_timeout_secs = 2\nidle_timeout_secs = 2\nmax_transfer_secs = 4\n",
+    )
+    .expect("sqlite");
+    let urls = [
+        format!("http://{}/d.raw", staller.addr),
+        format!("https://{}/d.raw", staller.addr),
+        format!("http://{}/d.raw", trickler.addr),
+    ];
+    let started = Instant::now();
+    let settled = import_all(&server, &server.admin, &urls);
+    let reasons: Vec<&str> = settled.iter().map(|i| i["FailureReason"].as_str().unwrap_or("")).collect();
+    assert_eq!(reasons[0], "the URL could not be fetched: the server sent nothing for 2 s", "{settled:?}");
+    assert_eq!(reasons[1], "the URL could not be fetched: the transfer timed out", "{settled:?}");
+    assert_eq!(reasons[2], "the URL could not be fetched: the transfer took longer than 4 s", "{settled:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}
+
+/// Exports one image as RAW with a file-name prefix and waits for the task; returns the
+/// `ExportImages` answer and the settled task.
+fn export(server: &Server, creds: &Creds, image: &str, prefix: &str) -> Value {
+    sdk(
+        server,
+        creds,
+        &format!(
+            r#"c = client()
+r = call(c, "ExportImages", {{"BucketName": "exports", "ImageIds": ["{image}"], "ExportFormat": "RAW",
+    "FileNamePrefixList": ["{prefix}"]}})
+task = None
+if "ok" in r:
+    deadline = time.time() + 60
+    while True:
+        task = call(c, "DescribeImageTasks", {{"TaskIds": [r["ok"]["TaskId"]]}})["ok"]["TaskSet"][0]
+        if task["TaskState"] not in ("QUEUED", "RUNNING") or time.time() > deadline:
+            break
+        time.sleep(0.1)
+result = {{"export": r, "task": task}}"#
+        ),
+    )
+}
+
+fn download(server: &Server, creds: &Creds, name: &str) -> support::RawResponse {
+    let query = format!("Bucket=exports&Name={name}");
+    let ct = "application/x-www-form-urlencoded";
+    signed_path_request(&server.addr, creds, "GET", "/download", &query, ct, "", b"", support::now(), &[])
+}
+
+#[test]
+fn exported_files_are_downloadable_by_their_exporter_only() {
+    let files = Remote::start("127.0.0.1", Behaviour::Body(disk_bytes()));
+    let server =
+        Server::start_with(Backend::Sqlite, "downloads", "[imports]\nallow = [\"127.0.0.0/8\"]\n").expect("sqlite");
+    let (alice, bob) = (server.create_account("alice"), server.create_account("bob"));
+    let url = vec![format!("http://{}/d.raw", files.addr)];
+    let alices = import_all(&server, &alice, &url)[0]["ImageId"].as_str().expect("alice's image").to_owned();
+    let bobs = import_all(&server, &bob, &url)[0]["ImageId"].as_str().expect("bob's image").to_owned();
+
+    // Alice names her export after Bob's image: the name says nothing about who may read it.
+    let r = export(&server, &alice, &alices, &bobs);
+    assert_eq!(r["task"]["TaskState"], "SUCCEEDED", "{r}");
+    let name = r["export"]["ok"]["CosPaths"][0].as_str().expect("path").to_owned();
+    assert!(name.contains(&bobs) && name.contains(&alices), "{name}");
+    let by_bob = download(&server, &bob, &name);
+    by_bob.assert_envelope();
+    assert_eq!(by_bob.error_code().as_deref(), Some("ResourceNotFound"), "bob cannot read alice's export");
+    let by_alice = download(&server, &alice, &name);
+    assert_eq!(by_alice.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(by_alice.body, disk_bytes(), "alice downloads her export");
+
+    // Prefixes a file could not be downloaded under, or too long for a file name, are refused
+    // at the request, and nothing is left in the bucket.
+    for bad in [".hidden".to_owned(), "x".repeat(300), "a/b".to_owned()] {
+        let r = export(&server, &alice, &alices, &bad);
+        assert_eq!(r["export"]["error"], "InvalidParameterValue.InvalidFileNamePrefixList", "{bad}: {r}");
+    }
+    let bucket = server.dir.path().join("buckets/exports");
+    let left: Vec<String> = std::fs::read_dir(&bucket)
+        .expect("bucket")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![name], "only the finished export is in the bucket");
+}
