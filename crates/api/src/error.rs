@@ -22,6 +22,8 @@ pub mod code {
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// Unknown action.
     pub const INVALID_ACTION: &str = "InvalidAction";
+    /// Too many requests or connections at once.
+    pub const REQUEST_LIMIT_EXCEEDED: &str = "RequestLimitExceeded";
     /// Bad parameter format or type.
     pub const INVALID_PARAMETER: &str = "InvalidParameter";
     /// Bad parameter value.
@@ -207,6 +209,7 @@ pub mod code {
         UNAUTHORIZED_OPERATION,
         INTERNAL_ERROR,
         INVALID_ACTION,
+        REQUEST_LIMIT_EXCEEDED,
         INVALID_PARAMETER,
         INVALID_PARAMETER_VALUE,
         MISSING_PARAMETER,

@@ -4,6 +4,8 @@
 //! - [`tc3`]: TC3-HMAC-SHA256 parsing, canonicalisation and verification.
 //! - [`params`]: per-action parameter schemas; POST JSON and flattened GET queries coerced.
 //! - [`error`]: every error code in one list, and [`ApiError`] with English/Chinese messages.
+//! - [`listener`]: accepting and serving connections: timeouts, the connection cap, hyper's own
+//!   error answers rewritten as envelopes.
 //! - `server`: the axum router, the request pipeline and Tencent's envelope.
 //! - `cvm`: CVM `2017-03-12` actions.
 //! - `transfer`: resumable uploads (`/upload`) and downloads of exported files (`/download`).
@@ -13,6 +15,7 @@
 mod compute;
 mod cvm;
 pub mod error;
+pub mod listener;
 pub mod params;
 mod server;
 mod share;
@@ -20,4 +23,5 @@ pub mod tc3;
 mod transfer;
 
 pub use error::ApiError;
-pub use server::{router, serve, MAX_POST_BYTES, MAX_QUERY_BYTES};
+pub use listener::{serve, ListenerLimits};
+pub use server::{router, MAX_POST_BYTES, MAX_QUERY_BYTES};

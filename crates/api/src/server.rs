@@ -3,18 +3,15 @@
 //! parameters against the action's schema and answers in Tencent's envelope. `/healthz` answers
 //! 200 once the server accepts requests.
 
-use std::future::Future;
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, Method, Request};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use imaged_app::Service;
 use imaged_domain::time::Timestamp;
-use tokio::net::TcpListener;
 
 use crate::cvm::{self, Ctx};
 use crate::error::{code, ApiError, Language};
@@ -141,15 +138,6 @@ pub fn router(service: Service) -> Router {
         .with_state(service)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
-}
-
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -223,12 +211,42 @@ fn size_exceeded(what: &str, limit: usize) -> ApiError {
     )
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let declared = header(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_POST_BYTES as u64) {
-        return Err(size_exceeded("body", MAX_POST_BYTES));
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(ApiError::invalid_parameter("body", "the body was interrupted")) };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > MAX_POST_BYTES {
+            drain(body, (buf.len() + data.len()) as u64).await;
+            return Err(size_exceeded("body", MAX_POST_BYTES));
+        }
+        buf.extend_from_slice(&data);
     }
-    axum::body::to_bytes(body, MAX_POST_BYTES).await.map_err(|_| size_exceeded("body", MAX_POST_BYTES))
+    Ok(buf.freeze())
+}
+
+/// Bytes of an over-size body read and discarded before answering, so that a client that
+/// writes its whole body before reading gets the answer rather than a reset.
+pub(crate) const DRAIN_BYTES: u64 = 64 << 20;
+/// Time spent discarding at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards what is left of `body`, up to [`DRAIN_BYTES`] in all (`seen` already
+/// read) and [`DRAIN_TIME`].
+pub(crate) async fn drain(mut body: Body, seen: u64) {
+    use http_body_util::BodyExt;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut total = seen;
+        while total < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => total += frame.data_ref().map_or(0, |d| d.len() as u64),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 fn now() -> i64 {
@@ -248,7 +266,7 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
     let headers = &parts.headers;
     let query = parts.uri.query().unwrap_or("");
     let body = if parts.method == Method::POST {
-        read_body(headers, body).await?
+        read_body(body).await?
     } else {
         if query.len() > MAX_QUERY_BYTES {
             return Err(size_exceeded("query string", MAX_QUERY_BYTES));

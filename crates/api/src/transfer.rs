@@ -153,6 +153,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
                 if let Ok(chunk) = frame.into_data() {
                     received += chunk.len() as u64;
                     if received > MAX_APPEND_BYTES {
+                        crate::server::drain(body, received).await;
                         return Err(ApiError::new(
                             code::REQUEST_SIZE_LIMIT_EXCEEDED,
                             format!("An append may carry at most {MAX_APPEND_BYTES} bytes."),

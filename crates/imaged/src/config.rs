@@ -16,6 +16,7 @@
 //! | import fetch timeouts | | | `[imports]` `connect_timeout_secs`, `idle_timeout_secs`, `max_transfer_secs` | 10, 30, 21600 |
 //! | scratch limits | | | `[imports]` `scratch_per_job_gib`, `scratch_share_percent`, `max_inflation_ratio` | 2048, 50, 100 |
 //! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
+//! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60 |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //!
 //! The file may also set `[limits]` and replace the region set with `[[regions]]`.
@@ -66,6 +67,9 @@ pub struct FileConfig {
     /// Job worker pools.
     #[serde(default)]
     pub workers: WorkersConfig,
+    /// The listener's limits.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Replaces the built-in region set.
     pub regions: Option<Vec<Region>>,
 }
@@ -104,6 +108,18 @@ pub struct WorkersConfig {
     pub per_account: Option<u32>,
 }
 
+/// `[http]`: the listener's limits.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Seconds to receive a request head.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may sit idle.
+    pub idle_timeout_secs: Option<u64>,
+}
+
 /// The resolved configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -133,6 +149,8 @@ pub struct Config {
     pub imports: ImportsConfig,
     /// Job worker pools.
     pub workers: imaged_app::jobs::WorkerPools,
+    /// The listener's limits, as configured (the connection cap is settled at start).
+    pub http: HttpConfig,
 }
 
 /// What the command line gave.
@@ -206,6 +224,7 @@ impl Config {
         Ok(Self {
             imports,
             workers,
+            http: file.http,
             data_dir,
             listen,
             database_url,

@@ -330,7 +330,36 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Raises the soft open-file limit to the hard one (every connection is a file); returns the
+/// limit in force.
+fn raise_open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (current, maximum) = (limit.current.unwrap_or(u64::MAX), limit.maximum);
+    if maximum.is_none_or(|m| m > current) {
+        let raised = Rlimit { current: maximum, maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return maximum.unwrap_or(u64::MAX),
+            Err(e) => tracing::warn!("raising the open-file limit failed: {e}"),
+        }
+    }
+    current
+}
+
+/// The listener's limits: the configured ones, the connection cap below the open-file limit.
+fn listener_limits(cfg: &Config, open_files: u64) -> imaged_api::ListenerLimits {
+    let defaults = imaged_api::ListenerLimits::default();
+    let room = usize::try_from(open_files.saturating_sub(256).max(64)).unwrap_or(usize::MAX);
+    let secs = |v: Option<u64>, d: std::time::Duration| v.map_or(d, |s| std::time::Duration::from_secs(s.max(1)));
+    imaged_api::ListenerLimits {
+        max_connections: cfg.http.max_connections.unwrap_or(defaults.max_connections).min(room).max(1),
+        header_read_timeout: secs(cfg.http.header_read_timeout_secs, defaults.header_read_timeout),
+        idle_timeout: secs(cfg.http.idle_timeout_secs, defaults.idle_timeout),
+    }
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let open_files = raise_open_file_limit();
     let service = open_service(&cfg).await?;
     if let Some(creds) = service.bootstrap(&cfg.data_dir).await? {
         println!("Created the administrator account. Its API key is shown only this once");
@@ -356,7 +385,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let backend = if cfg.database_url.is_some() { "postgresql" } else { "sqlite" };
     println!("imaged listening on http://{addr} (metadata: {backend}, data: {})", cfg.data_dir.display());
     tracing::info!(%addr, backend, "serving");
-    imaged_api::serve(listener, imaged_api::router(service), shutdown_signal()).await?;
+    imaged_api::serve(listener, imaged_api::router(service), shutdown_signal(), listener_limits(&cfg, open_files))
+        .await?;
     Ok(())
 }
 

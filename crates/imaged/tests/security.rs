@@ -282,3 +282,112 @@ fn exported_files_are_downloadable_by_their_exporter_only() {
         .collect();
     assert_eq!(left, vec![name], "only the finished export is in the bucket");
 }
+
+/// Opens `n` connections that each send half a request head and then nothing.
+fn half_open(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("half a head");
+            s
+        })
+        .collect()
+}
+
+/// Whether `/healthz` answers 200 within `limit`.
+fn healthz_within(addr: &str, limit: Duration) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr.parse().expect("addr"), limit) else { return false };
+    let _ = s.set_read_timeout(Some(limit));
+    if std::io::Write::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// Whether the server closes `s` within `limit` (a read returns end of file or a reset).
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    let _ = s.set_read_timeout(Some(limit));
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match std::io::Read::read(s, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn half_open_connections_lock_nobody_out() {
+    // Under the common soft limit of 1024 open files: the server raises it to the hard one.
+    let server = Server::start_under(
+        Backend::Sqlite,
+        "halfopen",
+        "[http]\nheader_read_timeout_secs = 60\n",
+        &["prlimit", "--nofile=1024:4096", "--"],
+    )
+    .expect("sqlite");
+    let held = half_open(&server.addr, 2000);
+    assert!(healthz_within(&server.addr, Duration::from_secs(3)), "/healthz answers beside 2,000 half-open requests");
+    let r = server.post(&server.admin, "DescribeRegions", b"{}", &[]);
+    assert!(r.assert_envelope().json()["Response"]["RegionSet"].is_array(), "the API answers too");
+    drop(held);
+
+    // Below the flood's size, the cap makes room by closing the connections idle the longest.
+    let capped =
+        Server::start_with(Backend::Sqlite, "capped", "[http]\nmax_connections = 200\nheader_read_timeout_secs = 60\n")
+            .expect("sqlite");
+    let mut held = half_open(&capped.addr, 2000);
+    assert!(healthz_within(&capped.addr, Duration::from_secs(3)), "/healthz answers at the connection cap");
+    let closed = held.iter_mut().take(100).map(|s| closed_within(s, Duration::from_secs(2))).filter(|c| *c).count();
+    assert_eq!(closed, 100, "the oldest half-open connections were closed to make room");
+    assert!(!closed_within(held.last_mut().expect("newest"), Duration::from_millis(300)), "the newest is kept");
+}
+
+#[test]
+fn slow_heads_and_idle_kept_alive_connections_are_closed() {
+    let server = Server::start_with(
+        Backend::Sqlite,
+        "slowheads",
+        "[http]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 2\n",
+    )
+    .expect("sqlite");
+    let mut slow = half_open(&server.addr, 1).pop().expect("one");
+    let mut idle = std::net::TcpStream::connect(&server.addr).expect("connect");
+    std::io::Write::write_all(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut idle, &mut answer).expect("answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let started = Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(6)), "a head not sent within 2 s closes the connection");
+    assert!(closed_within(&mut idle, Duration::from_secs(6)), "an idle kept-alive connection is closed");
+    assert!(started.elapsed() >= Duration::from_secs(1), "not before the timeouts: {:?}", started.elapsed());
+}
+
+#[test]
+fn answers_beyond_the_servers_limits_are_envelopes_too() {
+    let server = Server::start(Backend::Sqlite, "limits").expect("sqlite");
+    let code = |request: &[u8]| {
+        let r = support::raw(&server.addr, request).expect("an answer, not a reset");
+        r.assert_envelope();
+        r.error_code()
+    };
+    let long_uri = format!("GET /?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a".repeat(70_000));
+    assert_eq!(code(long_uri.as_bytes()).as_deref(), Some("RequestSizeLimitExceeded"), "URI too long");
+    let big_head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(500_000));
+    assert_eq!(code(big_head.as_bytes()).as_deref(), Some("RequestSizeLimitExceeded"), "head too large");
+    assert_eq!(code(b"NOT HTTP AT ALL\r\n\r\n").as_deref(), Some("InvalidParameter"), "not HTTP");
+    // A client that writes a whole over-size body before reading gets the answer, not a reset.
+    let body = vec![b' '; 12 << 20];
+    let r = server.post(&server.admin, "DescribeImages", &body, &[]);
+    assert_eq!(r.assert_envelope().error_code().as_deref(), Some("RequestSizeLimitExceeded"));
+}

@@ -73,6 +73,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub admin: Creds,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 /// The PostgreSQL URL for tests, or `None` (said on stderr) when unset.
@@ -98,6 +99,11 @@ impl Server {
 
     /// As [`Server::start`], with extra config-file text.
     pub fn start_with(backend: Backend, test: &str, config: &str) -> Option<Server> {
+        Self::start_under(backend, test, config, &[])
+    }
+
+    /// As [`Server::start_with`], the server run under `wrapper` (e.g. `prlimit --nofile=…`).
+    pub fn start_under(backend: Backend, test: &str, config: &str, wrapper: &[&str]) -> Option<Server> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env = vec![("IMAGED_LOG".to_owned(), "warn".to_owned())];
         if backend == Backend::Postgres {
@@ -105,12 +111,13 @@ impl Server {
             env.push(("IMAGED_DATABASE_SCHEMA".into(), unique(test)));
         }
         std::fs::write(dir.path().join("imaged.toml"), config).expect("config");
-        let (child, addr, banner) = spawn(dir.path(), &env);
+        let wrapper: Vec<String> = wrapper.iter().map(|w| (*w).to_owned()).collect();
+        let (child, addr, banner) = spawn(dir.path(), &env, &wrapper);
         assert!(banner.iter().any(|l| l.contains("administrator")), "first start announces the admin: {banner:?}");
         let admin: Creds =
             serde_json::from_slice(&std::fs::read(dir.path().join("credentials.json")).expect("credentials.json"))
                 .expect("credentials json");
-        let server = Server { child, addr, dir, admin, env };
+        let server = Server { child, addr, dir, admin, env, wrapper };
         server.wait_healthy();
         Some(server)
     }
@@ -120,7 +127,7 @@ impl Server {
     pub fn restart(&mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addr, banner) = spawn(self.dir.path(), &self.env);
+        let (child, addr, banner) = spawn(self.dir.path(), &self.env, &self.wrapper);
         self.child = child;
         self.addr = addr;
         self.wait_healthy();
@@ -210,8 +217,16 @@ impl Server {
 }
 
 /// Spawns `imaged serve` on port 0; returns the child, its address and the lines it printed first.
-fn spawn(dir: &Path, env: &[(String, String)]) -> (Child, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imaged"))
+fn spawn(dir: &Path, env: &[(String, String)], wrapper: &[String]) -> (Child, String, Vec<String>) {
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(env!("CARGO_BIN_EXE_imaged"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_imaged")),
+    };
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .envs(env.iter().map(|(k, v)| (k, v)))
