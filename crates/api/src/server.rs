@@ -283,7 +283,8 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         header(headers, "x-tc-action").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::missing("X-TC-Action"))?;
     let version =
         header(headers, "x-tc-version").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::missing("X-TC-Version"))?;
-    let action = route(&auth.1, version, action_name)?;
+    let host = header(headers, "host").unwrap_or("");
+    let action = route(routing_service(&auth.1, host, version), version, action_name)?;
 
     // Parameters.
     let raw = if parts.method == Method::GET {
@@ -398,13 +399,52 @@ pub(crate) async fn authenticate(
     if SERVICES.iter().any(|(s, _)| *s == host_label) && host_label != auth.service {
         return Err(ApiError::signature_failure("the credential scope service does not match the host"));
     }
-    let values: Vec<Option<&str>> = auth.signed_headers.iter().map(|h| header(headers, h)).collect();
+    let mut values: Vec<Option<&str>> = auth.signed_headers.iter().map(|h| header(headers, h)).collect();
     let unsigned_payload = header(headers, "x-tc-content-sha256").is_some_and(|v| v == tc3::UNSIGNED_PAYLOAD);
-    let req = SignedRequest { method, query, header_values: &values, body, unsigned_payload };
-    if !tc3::verify(&auth, &req, ts_text, &principal.secret_key) {
+    let verified = tc3::verify(
+        &auth,
+        &SignedRequest { method, query, header_values: &values, body, unsigned_payload },
+        ts_text,
+        &principal.secret_key,
+    );
+    // The Node.js SDK signs the host name without the port its Host header carries.
+    let verified = verified || {
+        let host_at = auth.signed_headers.iter().position(|h| h == "host");
+        match (host_at, host_without_port(host)) {
+            (Some(i), Some(bare)) => {
+                values[i] = Some(bare);
+                let req = SignedRequest { method, query, header_values: &values, body, unsigned_payload };
+                tc3::verify(&auth, &req, ts_text, &principal.secret_key)
+            }
+            _ => false,
+        }
+    };
+    if !verified {
         return Err(ApiError::signature_failure("signature mismatch"));
     }
     Ok((principal.account, auth.service))
+}
+
+/// `host:port` without `:port` (`[::1]:80` gives `[::1]`); `None` when there is no port.
+fn host_without_port(host: &str) -> Option<&str> {
+    let (name, port) = host.rsplit_once(':')?;
+    (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() && !name.ends_with(':'))
+        .then_some(name)
+}
+
+/// The service a request is for. Clients sign for the service they mean (`cvm`), except the
+/// official Node.js SDK, which signs for its endpoint's first dot-separated label (`127` for
+/// `127.0.0.1:9180`, `localhost:9180` for `localhost:9180`): a scope that names no service
+/// here and equals the Host header's first label means the service that owns `X-TC-Version`.
+/// The signature still commits to that scope; only the routing reads the version.
+fn routing_service<'a>(scope: &'a str, host: &str, version: &str) -> &'a str {
+    let known = SERVICES.iter().any(|(s, _)| *s == scope);
+    if !known && host.split('.').next() == Some(scope) {
+        if let Some((owner, _)) = SERVICES.iter().find(|(_, versions)| versions.contains(&version)) {
+            return owner;
+        }
+    }
+    scope
 }
 
 /// Finds the action. A scope naming a service that does not serve this version, while another
@@ -457,6 +497,20 @@ mod tests {
         assert_eq!(code_of("tke", "2017-03-12", "DescribeImages"), Some(code::SIGNATURE_FAILURE));
         assert_eq!(code_of("cbs", "2017-03-12", "DescribeImages"), Some(code::SIGNATURE_FAILURE));
         assert_eq!(code_of("tke", "2018-05-25", "DescribeImages"), Some(code::INVALID_ACTION));
+    }
+
+    #[test]
+    fn the_node_sdks_scope_of_the_endpoints_first_label_routes_by_version() {
+        assert_eq!(routing_service("127", "127.0.0.1:9180", "2017-03-12"), "cvm");
+        assert_eq!(routing_service("localhost:9180", "localhost:9180", "2018-05-25"), "tke");
+        assert_eq!(routing_service("cvm", "127.0.0.1:9180", "2017-03-12"), "cvm");
+        assert_eq!(routing_service("cbs", "127.0.0.1:9180", "2017-03-12"), "cbs", "another product's scope stays");
+        assert_eq!(routing_service("127", "10.0.0.1:9180", "2017-03-12"), "127", "only the Host's own label");
+        assert_eq!(routing_service("127", "127.0.0.1:9180", "1999-01-01"), "127");
+        assert_eq!(host_without_port("127.0.0.1:9180"), Some("127.0.0.1"));
+        assert_eq!(host_without_port("[::1]:9180"), Some("[::1]"));
+        assert_eq!(host_without_port("example.com"), None);
+        assert_eq!(host_without_port("[::1]"), None);
     }
 
     #[test]

@@ -391,3 +391,36 @@ fn answers_beyond_the_servers_limits_are_envelopes_too() {
     let r = server.post(&server.admin, "DescribeImages", &body, &[]);
     assert_eq!(r.assert_envelope().error_code().as_deref(), Some("RequestSizeLimitExceeded"));
 }
+
+#[test]
+fn the_official_nodejs_sdk_works_on_any_host_and_port() {
+    let server = Server::start(Backend::Sqlite, "nodejs").expect("sqlite");
+    let tenant = server.create_account("node-user");
+    let port = server.addr.rsplit(':').next().expect("port").to_owned();
+    let r = support::node::node(
+        &server,
+        &tenant,
+        &format!(
+            r#"const out = {{}};
+for (const [name, endpoint] of [["ip", process.env.IMAGED_ENDPOINT], ["localhost", "localhost:{port}"]]) {{
+  for (const method of ["POST", "GET"]) {{
+    const c = client(endpoint, "ap-guangzhou", method);
+    out[name + "-" + method] = await call(c, "DescribeImages", {{ ImageIds: ["img-eb30mz89"] }});
+  }}
+}}
+out.malformed = await call(client(), "DescribeImages", {{ ImageIds: ["img-bad"] }});
+out.quota = await call(client(), "DescribeImageQuota", {{}});
+out.badkey = await call(new cvm.v20170312.Client({{ credential: {{ secretId: process.env.SECRET_ID, secretKey: "wrong" }},
+  region: "ap-guangzhou", profile: {{ httpProfile: {{ endpoint: process.env.IMAGED_ENDPOINT, protocol: "http://" }} }} }}),
+  "DescribeImages", {{}});
+result = out;"#
+        ),
+    );
+    for key in ["ip-POST", "ip-GET", "localhost-POST", "localhost-GET"] {
+        assert_eq!(r[key]["ok"]["ImageSet"][0]["ImageId"], "img-eb30mz89", "{key}: {}", r[key]);
+    }
+    assert_eq!(r["malformed"]["error"], "InvalidImageId.Malformed", "{}", r["malformed"]);
+    assert!(r["malformed"]["request_id"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(r["quota"]["ok"]["ImageNumQuota"], 10, "{}", r["quota"]);
+    assert_eq!(r["badkey"]["error"], "AuthFailure.SignatureFailure", "a wrong secret still fails: {}", r["badkey"]);
+}

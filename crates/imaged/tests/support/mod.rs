@@ -6,6 +6,7 @@
 
 pub mod guest;
 pub mod hostile;
+pub mod node;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
