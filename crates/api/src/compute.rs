@@ -164,10 +164,23 @@ struct RunInstancesRequest {
     system_disk: Option<SystemDiskIn>,
     tag_specification: Option<Vec<TagSpecIn>>,
     client_token: Option<String>,
+    user_data: Option<String>,
+}
+
+/// `UserData` must be base64 of at most 16 KB.
+fn check_user_data(data: Option<&str>) -> Result<(), ApiError> {
+    match data {
+        Some(d) if !imaged_domain::instance::user_data_is_valid(d) => Err(ApiError::invalid_value(
+            code::INVALID_USER_DATA_FORMAT,
+            format!("UserData must be base64 text of at most {} bytes.", imaged_domain::instance::MAX_USER_DATA_BYTES),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) async fn run_instances(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
     let req: RunInstancesRequest = parse(params)?;
+    check_user_data(req.user_data.as_deref())?;
     let region = ctx.region()?;
     let count = req.instance_count.unwrap_or(1);
     if req.min_count.is_some_and(|m| m < 1 || m > count) {
@@ -408,10 +421,12 @@ pub(crate) async fn operate(ctx: &Ctx<'_>, params: Value, op: InstanceOp) -> Res
 struct ResetInstanceRequest {
     instance_id: String,
     image_id: Option<String>,
+    user_data: Option<String>,
 }
 
 pub(crate) async fn reset_instance(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
     let req: ResetInstanceRequest = parse(params)?;
+    check_user_data(req.user_data.as_deref())?;
     ctx.service
         .reset_instance(ctx.caller, ctx.region()?, &req.instance_id, req.image_id.as_deref(), ctx.request_id)
         .await

@@ -53,6 +53,11 @@ impl Default for ListenerLimits {
     }
 }
 
+/// The server and connection a request arrived on (a request extension): the replay check
+/// binds a signature to the connection that first used it.
+#[derive(Debug, Clone)]
+pub struct ConnectionId(pub String);
+
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
 
@@ -128,6 +133,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let registry =
         Arc::new(Registry { conns: Mutex::new(HashMap::new()), next: AtomicU64::new(0), epoch: Instant::now() });
+    // Connection ids are unique across servers and restarts: a random prefix per listener.
+    let server = request_id();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -152,8 +159,9 @@ pub async fn serve(
             continue;
         };
         let (router, registry, stop) = (router.clone(), Arc::clone(&registry), stop_rx.clone());
+        let connection = ConnectionId(format!("{server}/{id}"));
         tasks.spawn(async move {
-            serve_connection(stream, router, Arc::clone(&state), limits, stop).await;
+            serve_connection(stream, router, Arc::clone(&state), limits, stop, connection).await;
             registry.remove(id);
         });
     }
@@ -195,11 +203,13 @@ async fn serve_connection<IO>(
     state: Arc<ConnState>,
     limits: ListenerLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    connection: ConnectionId,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_state = Arc::clone(&state);
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(connection.clone());
         let mut router = router.clone();
         let guard = ActiveGuard::new(Arc::clone(&service_state));
         async move {

@@ -110,6 +110,16 @@ fn lists_from_indexes(v: Value) -> Value {
     }
 }
 
+/// Items a list parameter may hold at most (Tencent caps its id lists at 100; actions with
+/// smaller limits check them themselves).
+pub const MAX_LIST_ITEMS: usize = 100;
+
+/// Characters no string parameter may hold: C0 and C1 controls (NUL, escapes, newlines…) and
+/// the bidirectional overrides and isolates, which make a name display as something else.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Checks and coerces `input` (a JSON object) against `fields`.
 pub fn coerce(input: Value, fields: &[Field]) -> Result<Value, ApiError> {
     coerce_obj(input, fields, "")
@@ -153,7 +163,11 @@ fn coerce_obj(input: Value, fields: &[Field], prefix: &str) -> Result<Value, Api
 fn coerce_value(v: Value, ty: Ty, path: &str) -> Result<Value, ApiError> {
     let type_error = |what: &str| ApiError::invalid_parameter(path, what);
     match ty {
-        Ty::Str => match v {
+        Ty::Str => match &v {
+            Value::String(s) if s.chars().any(is_forbidden_char) => Err(ApiError::invalid_value(
+                code::INVALID_PARAMETER_VALUE,
+                format!("`{path}` contains a control or bidirectional-override character."),
+            )),
             Value::String(_) => Ok(v),
             _ => Err(type_error("expected a string")),
         },
@@ -182,6 +196,10 @@ fn coerce_value(v: Value, ty: Ty, path: &str) -> Result<Value, ApiError> {
             };
             Ok(if matches!(ty, Ty::Bool) { Value::Bool(b) } else { Value::String(b.to_string()) })
         }
+        Ty::List(_) if v.as_array().is_some_and(|a| a.len() > MAX_LIST_ITEMS) => Err(ApiError::invalid_value(
+            code::INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
+            format!("`{path}` may hold at most {MAX_LIST_ITEMS} items."),
+        )),
         Ty::List(inner) => match v {
             Value::Array(items) => items
                 .into_iter()
@@ -229,6 +247,22 @@ mod tests {
         let v = from_json(br#"{"Limit": "5", "Offset": 2, "DryRun": false}"#).expect("parse");
         assert_eq!(coerce(v, DESCRIBE).expect("coerce"), json!({"Limit": 5, "Offset": 2, "DryRun": false}));
         assert_eq!(from_json(b"  ").expect("empty body"), json!({}));
+    }
+
+    #[test]
+    fn control_and_bidi_characters_and_over_long_lists_are_refused() {
+        let fields = &[opt("ImageName", Ty::Str), opt("ImageIds", Ty::List(&Ty::Str))];
+        let refused = |v: Value| coerce(v, fields).expect_err("refused").code;
+        for bad in
+            ["a\u{0}b", "\u{1b}[31mred", "tab\there", "line\n", "\u{85}", "\u{9b}", "abc\u{202e}gpj.exe", "\u{2066}x"]
+        {
+            assert_eq!(refused(json!({"ImageName": bad})), code::INVALID_PARAMETER_VALUE, "{bad:?}");
+            assert_eq!(refused(json!({"ImageIds": [bad]})), code::INVALID_PARAMETER_VALUE, "{bad:?} in a list");
+        }
+        assert!(coerce(json!({"ImageName": "名前 – ok (v2)"}), fields).is_ok());
+        let many: Vec<String> = (0..=MAX_LIST_ITEMS).map(|i| format!("img-{i}")).collect();
+        assert_eq!(refused(json!({"ImageIds": many})), code::INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED);
+        assert!(coerce(json!({"ImageIds": &many[..MAX_LIST_ITEMS]}), fields).is_ok());
     }
 
     #[test]

@@ -275,8 +275,8 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
     };
 
     // Authentication.
-    let auth =
-        authenticate(&service, headers, method, if parts.method == Method::GET { query } else { "" }, &body).await?;
+    let signed_query = if parts.method == Method::GET { query } else { "" };
+    let auth = authenticate(&service, headers, (method, parts.uri.path(), signed_query), &body).await?;
 
     // Routing on (service from the scope, version, action).
     let action_name =
@@ -284,7 +284,7 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
     let version =
         header(headers, "x-tc-version").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::missing("X-TC-Version"))?;
     let host = header(headers, "host").unwrap_or("");
-    let action = route(routing_service(&auth.1, host, version), version, action_name)?;
+    let action = route(routing_service(&auth.service, host, version), version, action_name)?;
 
     // Parameters.
     let raw = if parts.method == Method::GET {
@@ -317,7 +317,11 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         }
     };
 
-    let ctx = Ctx { service: &service, caller: auth.0, region: region.as_ref(), request_id: &request_id };
+    // The replay check, once the request is known to be well formed: only what runs is counted.
+    let usage = SignatureUse { read_only: is_read_only(action.name), connection: connection_of(&parts.extensions) };
+    admit(&service, &auth, &usage).await?;
+
+    let ctx = Ctx { service: &service, caller: auth.account, region: region.as_ref(), request_id: &request_id };
     match action.id {
         ActionId::DescribeImages => cvm::describe_images(&ctx, params).await,
         ActionId::DescribeImageQuota => cvm::describe_image_quota(&ctx).await,
@@ -345,14 +349,62 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
     }
 }
 
-/// Verifies the request's TC3 signature; returns the caller and the scope's service.
+/// How a verified signature is used, for the replay check. The official SDKs sign only
+/// `content-type;host` and the body, not the action, so the same signature could be resent
+/// with another action (a captured read resent as `TerminateInstances`) or resent as is (a
+/// launch replayed). A signature is therefore bound to the connection it was first used on:
+/// later uses on another connection, or on another server, are refused unless they only
+/// read. A client's own sequence (a read then a change with the same body within one second,
+/// a repeated read while polling) travels on one kept-alive connection and passes.
+pub(crate) struct SignatureUse {
+    /// Whether the request changes nothing.
+    pub(crate) read_only: bool,
+    /// The server and connection the request arrived on.
+    pub(crate) connection: String,
+}
+
+/// The connection a request arrived on (set by the listener), or a key of its own when
+/// there is none (a request served without the listener never matches another).
+pub(crate) fn connection_of(extensions: &axum::http::Extensions) -> String {
+    match extensions.get::<crate::listener::ConnectionId>() {
+        Some(id) => id.0.clone(),
+        None => request_id(),
+    }
+}
+
+/// A verified request: who sent it, for which service, and its signature.
+pub(crate) struct Authenticated {
+    /// The calling account.
+    pub(crate) account: imaged_domain::AccountId,
+    /// The credential scope's service.
+    pub(crate) service: String,
+    signature: String,
+    signed_at: Timestamp,
+}
+
+/// The replay check of an authenticated request, just before it runs.
+pub(crate) async fn admit(service: &Service, auth: &Authenticated, usage: &SignatureUse) -> Result<(), ApiError> {
+    if service.admit_signature(&auth.signature, &usage.connection, usage.read_only, auth.signed_at).await? {
+        return Ok(());
+    }
+    Err(ApiError::signature_failure(
+        "this signature was already used by another connection; a request that changes something is accepted \
+         once (send it again: it will be signed anew)",
+    ))
+}
+
+/// Whether an action only reads (`Describe…`, `Inquiry…`).
+fn is_read_only(action: &str) -> bool {
+    action.starts_with("Describe") || action.starts_with("Inquiry")
+}
+
+/// Verifies the request's TC3 signature over (method, path, query) and body.
 pub(crate) async fn authenticate(
     service: &Service,
     headers: &HeaderMap,
-    method: &str,
-    query: &str,
+    (method, path, query): (&str, &str, &str),
     body: &[u8],
-) -> Result<(imaged_domain::AccountId, String), ApiError> {
+) -> Result<Authenticated, ApiError> {
     let invalid_auth = |why: &str| {
         ApiError::new(
             code::INVALID_AUTHORIZATION,
@@ -403,7 +455,7 @@ pub(crate) async fn authenticate(
     let unsigned_payload = header(headers, "x-tc-content-sha256").is_some_and(|v| v == tc3::UNSIGNED_PAYLOAD);
     let verified = tc3::verify(
         &auth,
-        &SignedRequest { method, query, header_values: &values, body, unsigned_payload },
+        &SignedRequest { method, path, query, header_values: &values, body, unsigned_payload },
         ts_text,
         &principal.secret_key,
     );
@@ -413,7 +465,7 @@ pub(crate) async fn authenticate(
         match (host_at, host_without_port(host)) {
             (Some(i), Some(bare)) => {
                 values[i] = Some(bare);
-                let req = SignedRequest { method, query, header_values: &values, body, unsigned_payload };
+                let req = SignedRequest { method, path, query, header_values: &values, body, unsigned_payload };
                 tc3::verify(&auth, &req, ts_text, &principal.secret_key)
             }
             _ => false,
@@ -422,7 +474,12 @@ pub(crate) async fn authenticate(
     if !verified {
         return Err(ApiError::signature_failure("signature mismatch"));
     }
-    Ok((principal.account, auth.service))
+    Ok(Authenticated {
+        account: principal.account,
+        service: auth.service,
+        signature: auth.signature,
+        signed_at: Timestamp(ts),
+    })
 }
 
 /// `host:port` without `:port` (`[::1]:80` gives `[::1]`); `None` when there is no port.

@@ -10,7 +10,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// The only signature algorithm accepted.
 pub const ALGORITHM: &str = "TC3-HMAC-SHA256";
 /// Largest accepted difference between the request's timestamp and the server's clock.
-pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+pub const MAX_CLOCK_SKEW_SECS: i64 = imaged_app::service::SIGNATURE_WINDOW_SECS;
 /// The payload marker a client may send in `X-TC-Content-SHA256`.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
@@ -81,6 +81,8 @@ impl Authorization {
 pub struct SignedRequest<'a> {
     /// `GET` or `POST`.
     pub method: &'a str,
+    /// The request's path (`/` for the API, `/upload`, `/download`): the canonical URI.
+    pub path: &'a str,
     /// The raw query string after `?` (empty for POST).
     pub query: &'a str,
     /// The value of each signed header, in the order of `SignedHeaders` (`None` when absent).
@@ -106,7 +108,9 @@ fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
 pub fn canonical_request(auth: &Authorization, req: &SignedRequest<'_>) -> String {
     let mut out = String::with_capacity(256);
     out.push_str(req.method);
-    out.push_str("\n/\n");
+    out.push('\n');
+    out.push_str(req.path);
+    out.push('\n');
     out.push_str(req.query);
     out.push('\n');
     for (name, value) in auth.signed_headers.iter().zip(req.header_values) {
@@ -152,6 +156,8 @@ pub fn verify(auth: &Authorization, req: &SignedRequest<'_>, timestamp: &str, se
 pub struct ClientRequest<'a> {
     /// `GET` or `POST`.
     pub method: &'a str,
+    /// The path (`/` for the API).
+    pub path: &'a str,
     /// Raw query string (GET).
     pub query: &'a str,
     /// `Content-Type` as sent.
@@ -182,17 +188,39 @@ pub fn authorization_header_with(
     req: &ClientRequest<'_>,
     unsigned_payload: bool,
 ) -> String {
+    authorization_header_signing(secret_id, secret_key, service, timestamp, req, unsigned_payload, &[])
+}
+
+/// The header that makes each of `imaged`'s own requests unique, so that two identical
+/// requests within one second are not taken for a replay: a random value, signed.
+pub const NONCE_HEADER: &str = "x-imaged-nonce";
+
+/// As [`authorization_header_with`], also signing `extra` headers (lower-case name, value),
+/// which the request must then carry.
+pub fn authorization_header_signing(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    timestamp: i64,
+    req: &ClientRequest<'_>,
+    unsigned_payload: bool,
+    extra: &[(&str, &str)],
+) -> String {
     let date = imaged_domain::time::Timestamp(timestamp).utc_date();
+    let mut signed_headers: Vec<String> = vec!["content-type".into(), "host".into()];
+    signed_headers.extend(extra.iter().map(|(name, _)| (*name).to_owned()));
     let auth = Authorization {
         secret_id: secret_id.to_owned(),
         date,
         service: service.to_owned(),
-        signed_headers: vec!["content-type".into(), "host".into()],
+        signed_headers,
         signature: String::new(),
     };
-    let values = [Some(req.content_type), Some(req.host)];
+    let mut values = vec![Some(req.content_type), Some(req.host)];
+    values.extend(extra.iter().map(|(_, value)| Some(*value)));
     let signed = SignedRequest {
         method: req.method,
+        path: req.path,
         query: req.query,
         header_values: &values,
         body: req.body,
@@ -201,8 +229,9 @@ pub fn authorization_header_with(
     let sts = string_to_sign(&timestamp.to_string(), &auth.scope(), &canonical_request(&auth, &signed));
     let signature = sign(secret_key, &auth.date, service, &sts);
     format!(
-        "{ALGORITHM} Credential={secret_id}/{}, SignedHeaders=content-type;host, Signature={signature}",
-        auth.scope()
+        "{ALGORITHM} Credential={secret_id}/{}, SignedHeaders={}, Signature={signature}",
+        auth.scope(),
+        auth.signed_headers.join(";")
     )
 }
 
@@ -229,7 +258,7 @@ mod tests {
     fn check(service: &str, method: &str, query: &str, ct: &str, host: &str, body: &[u8], creq_hash: &str, sig: &str) {
         let a = auth(service, sig);
         let values = [Some(ct), Some(host)];
-        let req = SignedRequest { method, query, header_values: &values, body, unsigned_payload: false };
+        let req = SignedRequest { method, path: "/", query, header_values: &values, body, unsigned_payload: false };
         let canonical = canonical_request(&a, &req);
         assert_eq!(sha256_hex(canonical.as_bytes()), creq_hash);
         let sts = string_to_sign(TIMESTAMP, &a.scope(), &canonical);
@@ -290,6 +319,7 @@ mod tests {
         let body = br#"{"Limit": 1, "Filters": [{"Values": ["\u672a\u547d\u540d"], "Name": "instance-name"}]}"#;
         let req = ClientRequest {
             method: "POST",
+            path: "/",
             query: "",
             content_type: "application/json; charset=utf-8",
             host: "cvm.tencentcloudapi.com",
@@ -324,8 +354,14 @@ mod tests {
     fn unsigned_payload_hashes_the_marker_not_the_body() {
         let a = auth("cvm", &"0".repeat(64));
         let values = [Some("application/json"), Some("h")];
-        let signed =
-            SignedRequest { method: "POST", query: "", header_values: &values, body: b"{}", unsigned_payload: true };
+        let signed = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            header_values: &values,
+            body: b"{}",
+            unsigned_payload: true,
+        };
         let other_body = SignedRequest { body: b"{\"x\":1}", ..signed };
         assert_eq!(canonical_request(&a, &signed), canonical_request(&a, &other_body));
         assert!(canonical_request(&a, &signed).ends_with(&sha256_hex(b"UNSIGNED-PAYLOAD")));

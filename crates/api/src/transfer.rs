@@ -23,7 +23,7 @@ use imaged_app::data::UploadError;
 use imaged_app::Service;
 
 use crate::error::{code, ApiError, Language};
-use crate::server::{authenticate, envelope, json_response, request_id};
+use crate::server::{admit, authenticate, connection_of, envelope, json_response, request_id, SignatureUse};
 
 /// Largest append in one request.
 pub(crate) const MAX_APPEND_BYTES: u64 = 256 << 20;
@@ -80,8 +80,11 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
     if !unsigned {
         return Err(ApiError::invalid_parameter("X-TC-Content-SHA256", "uploads must be sent as UNSIGNED-PAYLOAD"));
     }
-    let (caller, _) = authenticate(&service, &parts.headers, "POST", &query, b"").await?;
     let op = query_param(&query, "Op").ok_or_else(|| ApiError::missing("Op"))?;
+    let auth = authenticate(&service, &parts.headers, ("POST", "/upload", &query), b"").await?;
+    let caller = auth.account;
+    let usage = SignatureUse { read_only: op == "status", connection: connection_of(&parts.extensions) };
+    admit(&service, &auth, &usage).await?;
     let upload_id = || query_param(&query, "UploadId").ok_or_else(|| ApiError::missing("UploadId"));
     let out = match op.as_str() {
         "create" => {
@@ -181,7 +184,9 @@ pub(crate) async fn download(State(service): State<Service>, req: Request<Body>)
     let (parts, _) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").to_owned();
     let found = async {
-        let (caller, _) = authenticate(&service, &parts.headers, "GET", &query, b"").await?;
+        let auth = authenticate(&service, &parts.headers, ("GET", "/download", &query), b"").await?;
+        let caller = auth.account;
+        admit(&service, &auth, &SignatureUse { read_only: true, connection: connection_of(&parts.extensions) }).await?;
         let bucket = query_param(&query, "Bucket").ok_or_else(|| ApiError::missing("Bucket"))?;
         let name = query_param(&query, "Name").ok_or_else(|| ApiError::missing("Name"))?;
         let path = service.exported_file(caller, &bucket, &name).await?.ok_or_else(|| {

@@ -16,6 +16,8 @@ use crate::secrets::{random_bytes, write_private_file, MasterKey, SecretsError};
 
 /// File name of the administrator's credentials in the data directory.
 pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// Seconds a signed request's timestamp may be from the server's clock (either way).
+pub const SIGNATURE_WINDOW_SECS: i64 = 300;
 /// Name of the administrator account created on first start.
 pub const ADMIN_ACCOUNT_NAME: &str = "admin";
 
@@ -287,6 +289,31 @@ impl Service {
             })),
             _ => Ok(None),
         }
+    }
+
+    /// The replay check of a verified signature made at `signed_at`, used on `connection` (a
+    /// key naming the server and the connection): true on its first use, and afterwards for
+    /// reads and for uses on the connection that used it first (which every server of the
+    /// deployment sees, through the store).
+    pub async fn admit_signature(
+        &self,
+        signature: &str,
+        connection: &str,
+        read_only: bool,
+        signed_at: Timestamp,
+    ) -> Result<bool, AppError> {
+        // Recorded while the clock check still accepts its timestamp.
+        let expires = Timestamp(signed_at.0.saturating_add(SIGNATURE_WINDOW_SECS + 1));
+        let first = self.store.remember_signature(signature, connection, expires, now()).await?;
+        Ok(match first {
+            None => true,
+            Some(first_connection) => read_only || first_connection == connection,
+        })
+    }
+
+    /// Forgets signatures whose window has passed; returns how many.
+    pub async fn forget_expired_signatures(&self) -> Result<u64, AppError> {
+        Ok(self.store.forget_signatures(now()).await?)
     }
 
     /// `DescribeImages`: what `caller` can see in `region` that matches `query`, one page of it.

@@ -175,11 +175,11 @@ impl UploadWriter {
     }
 
     fn check_limit(&self, more: u64) -> Result<(), UploadError> {
-        let total = self.state.manifest.virtual_size + self.received + more;
-        if total > self.service.data().max_virtual_size {
-            return Err(UploadError::TooLarge);
+        let total = self.state.manifest.virtual_size.checked_add(self.received).and_then(|t| t.checked_add(more));
+        match total {
+            Some(t) if t <= self.service.data().max_virtual_size => Ok(()),
+            _ => Err(UploadError::TooLarge),
         }
-        Ok(())
     }
 
     /// Adds bytes. They are kept as they arrived (no copy) until they fill a block.
@@ -264,7 +264,8 @@ impl UploadWriter {
             self.settle_one().await?;
         }
         let m = &mut self.state.manifest;
-        let new_size = m.virtual_size + self.received;
+        // Bounded by check_limit: every byte received was checked against the size cap.
+        let new_size = m.virtual_size.saturating_add(self.received);
         let blocks = usize::try_from(new_size.div_ceil(BLOCK_SIZE as u64)).unwrap_or(0);
         m.blocks.resize(blocks, None);
         m.virtual_size = new_size;

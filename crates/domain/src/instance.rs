@@ -234,6 +234,19 @@ pub fn check_instance_count(count: Option<u64>) -> Result<u32, InstanceRuleError
     }
 }
 
+/// Largest `UserData`, as base64 text (Tencent: 16 KB once encoded).
+pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+
+/// Whether `UserData` is base64 text (standard alphabet, padded) of at most
+/// [`MAX_USER_DATA_BYTES`].
+pub fn user_data_is_valid(data: &str) -> bool {
+    let body = data.trim_end_matches('=');
+    data.len() <= MAX_USER_DATA_BYTES
+        && data.len().is_multiple_of(4)
+        && data.len() - body.len() <= 2
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 /// Checks a `ClientToken`: 1 to 64 printable ASCII characters.
 pub fn check_client_token(token: &str) -> Result<(), InstanceRuleError> {
     let ok = !token.is_empty() && token.len() <= MAX_CLIENT_TOKEN_CHARS && token.bytes().all(|b| b.is_ascii_graphic());
@@ -380,6 +393,19 @@ fn filter_matches(i: &Instance, name: &str, value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn user_data_is_base64_of_at_most_16_kb() {
+        assert!(user_data_is_valid("IyEvYmluL3NoCmVjaG8gaGkK"));
+        assert!(user_data_is_valid("YQ=="));
+        assert!(user_data_is_valid(""));
+        assert!(!user_data_is_valid("not base64!"));
+        assert!(!user_data_is_valid("YQ="), "unpadded");
+        assert!(!user_data_is_valid("Y==="), "too much padding");
+        assert!(user_data_is_valid(&"A".repeat(MAX_USER_DATA_BYTES)));
+        assert!(!user_data_is_valid(&"A".repeat(MAX_USER_DATA_BYTES + 4)));
+    }
+
     use super::*;
 
     fn instance(state: InstanceState) -> Instance {

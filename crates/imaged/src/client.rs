@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use imaged_api::tc3::{authorization_header, ClientRequest};
+use imaged_api::tc3::{authorization_header_signing, ClientRequest, NONCE_HEADER};
 use serde_json::Value;
 
 /// Default endpoint.
@@ -100,13 +100,20 @@ impl Client {
         unsigned: bool,
     ) -> hyper::http::request::Builder {
         let ts = now();
-        let auth = if unsigned {
-            let req = ClientRequest { method, query, content_type, host: &self.host, body: b"" };
-            authorization_header_unsigned(&self.secret_id, &self.secret_key, ts, &req)
-        } else {
-            let req = ClientRequest { method, query, content_type, host: &self.host, body };
-            authorization_header(&self.secret_id, &self.secret_key, "cvm", ts, &req)
-        };
+        let mut nonce = [0u8; 16];
+        let _ = getrandom::fill(&mut nonce);
+        let nonce = hex::encode(nonce);
+        let body = if unsigned { &b""[..] } else { body };
+        let req = ClientRequest { method, path, query, content_type, host: &self.host, body };
+        let auth = authorization_header_signing(
+            &self.secret_id,
+            &self.secret_key,
+            "cvm",
+            ts,
+            &req,
+            unsigned,
+            &[(NONCE_HEADER, &nonce)],
+        );
         let uri = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
         let mut b = Request::builder()
             .method(method)
@@ -114,6 +121,7 @@ impl Client {
             .header("Host", &self.host)
             .header("Content-Type", content_type)
             .header("Authorization", auth)
+            .header(NONCE_HEADER, &nonce)
             .header("X-TC-Timestamp", ts.to_string())
             .header("X-TC-Version", "2017-03-12")
             .header("X-TC-Region", &self.region)
@@ -326,11 +334,6 @@ fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// The Authorization header for a request whose payload is `UNSIGNED-PAYLOAD`.
-fn authorization_header_unsigned(secret_id: &str, secret_key: &str, ts: i64, req: &ClientRequest<'_>) -> String {
-    imaged_api::tc3::authorization_header_with(secret_id, secret_key, "cvm", ts, req, true)
 }
 
 /// A progress bar on stderr (a line per 10% when stderr is not a terminal).

@@ -367,6 +367,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&creds)?);
     }
     service.spawn_job_workers(cfg.workers);
+    let replay = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = replay.forget_expired_signatures().await {
+                tracing::warn!("forgetting expired signatures failed: {e}");
+            }
+        }
+    });
     let gc = service.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));

@@ -439,6 +439,7 @@ fn bad_input_gets_the_proper_common_error_and_never_a_500() {
         let ts = support::now();
         let req = imaged_api::tc3::ClientRequest {
             method: "POST",
+            path: "/",
             query: "",
             content_type: "application/json",
             host: &server.addr,

@@ -424,3 +424,229 @@ result = out;"#
     assert_eq!(r["quota"]["ok"]["ImageNumQuota"], 10, "{}", r["quota"]);
     assert_eq!(r["badkey"]["error"], "AuthFailure.SignatureFailure", "a wrong secret still fails: {}", r["badkey"]);
 }
+
+/// A signed API request with a fixed timestamp: the same bytes every time.
+fn signed(server: &Server, creds: &Creds, action: &str, body: &str, ts: i64) -> Value {
+    let r =
+        support::signed_request(&server.addr, creds, "POST", "", "application/json", action, body.as_bytes(), ts, &[]);
+    r.assert_envelope();
+    r.json()["Response"].clone()
+}
+
+#[test]
+fn a_signature_changes_something_once_and_cannot_be_moved_to_another_action_or_path() {
+    let server = Server::start(Backend::Sqlite, "replay").expect("sqlite");
+    let user = server.create_account("replayed");
+    let ts = support::now();
+    let run = format!(
+        r#"{{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{PUBLIC_IMAGE}", "InstanceName": "once"}}"#
+    );
+    let first = signed(&server, &user, "RunInstances", &run, ts);
+    let id = first["InstanceIdSet"][0].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();
+    for _ in 0..2 {
+        let again = signed(&server, &user, "RunInstances", &run, ts);
+        assert_eq!(again["Error"]["Code"], "AuthFailure.SignatureFailure", "a replayed launch: {again}");
+    }
+    // A read may repeat (SDK polling sends identical requests); the same signature with another
+    // action may not.
+    let describe = format!(r#"{{"InstanceIds": ["{id}"]}}"#);
+    for _ in 0..2 {
+        let r = signed(&server, &user, "DescribeInstances", &describe, ts);
+        assert_eq!(r["TotalCount"], 1, "{r}");
+    }
+    let swapped = signed(&server, &user, "TerminateInstances", &describe, ts);
+    assert_eq!(swapped["Error"]["Code"], "AuthFailure.SignatureFailure", "{swapped}");
+    let listed = signed(&server, &user, "DescribeInstances", r#"{"Limit": 100}"#, ts);
+    assert_eq!(listed["TotalCount"], 1, "one launch, nothing terminated: {listed}");
+    assert_ne!(listed["InstanceSet"][0]["InstanceState"], "TERMINATING");
+
+    // A signature made for `/` does not authorise `/download` (the path is signed).
+    let query = "Bucket=exports&Name=x";
+    let ct = "application/x-www-form-urlencoded";
+    let req = imaged_api::tc3::ClientRequest {
+        method: "GET",
+        path: "/",
+        query,
+        content_type: ct,
+        host: &server.addr,
+        body: b"",
+    };
+    let auth = imaged_api::tc3::authorization_header(&user.secret_id, &user.secret_key, "cvm", ts, &req);
+    let moved = signed_path_request(
+        &server.addr,
+        &user,
+        "GET",
+        "/download",
+        query,
+        ct,
+        "",
+        b"",
+        ts,
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(moved.assert_envelope().error_code().as_deref(), Some("AuthFailure.SignatureFailure"));
+}
+
+#[test]
+fn a_replay_is_refused_by_another_server_of_the_same_deployment() {
+    let Some(first) = Server::start(Backend::Postgres, "replay_pg") else { return };
+    let second = first.sibling();
+    let user = first.create_account("two-servers");
+    let ts = support::now();
+    let body = format!(r#"{{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{PUBLIC_IMAGE}"}}"#);
+    let r = signed(&first, &user, "RunInstances", &body, ts);
+    assert!(r["InstanceIdSet"][0].is_string(), "{r}");
+    // The same bytes, Host included (as behind a load balancer), arrive at the other server.
+    let ct = "application/json";
+    let req = imaged_api::tc3::ClientRequest {
+        method: "POST",
+        path: "/",
+        query: "",
+        content_type: ct,
+        host: &first.addr,
+        body: body.as_bytes(),
+    };
+    let auth = imaged_api::tc3::authorization_header(&user.secret_id, &user.secret_key, "cvm", ts, &req);
+    let extra = [("Host", first.addr.as_str()), ("Authorization", auth.as_str())];
+    let replayed =
+        support::signed_request(&second.addr, &user, "POST", "", ct, "RunInstances", body.as_bytes(), ts, &extra);
+    let replayed = replayed.assert_envelope().json()["Response"].clone();
+    assert_eq!(replayed["Error"]["Code"], "AuthFailure.SignatureFailure", "{replayed}");
+    let quota = signed(&second, &user, "DescribeImageQuota", "{}", ts);
+    assert_eq!(quota["ImageNumQuota"], 10, "the second server serves signed requests: {quota}");
+}
+
+/// Compresses `input` (a shell pipeline's output) with zstd; returns the compressed bytes.
+fn zstd_of(pipeline: &str) -> Vec<u8> {
+    let out =
+        std::process::Command::new("sh").args(["-c", &format!("{pipeline} | zstd -q -c")]).output().expect("zstd");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Disk use (bytes) of a directory tree, as `du` counts it (holes cost nothing).
+fn disk_use(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("du").args(["-s", "-B1"]).arg(dir).output().expect("du");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn decompression_bombs_are_bounded_and_zero_runs_cost_no_scratch() {
+    let zeros = Remote::start("127.0.0.1", Behaviour::Body(zstd_of("head -c 1073741824 /dev/zero")));
+    let ones = Remote::start("127.0.0.1", Behaviour::Body(zstd_of("head -c 314572800 /dev/zero | tr '\\0' '\\1'")));
+    let server =
+        Server::start_with(Backend::Sqlite, "bombs", "[imports]\nallow = [\"127.0.0.0/8\"]\n").expect("sqlite");
+    let scratch = server.dir.path().join("scratch");
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (flag, dir) = (std::sync::Arc::clone(&watching), scratch.clone());
+    let watcher = std::thread::spawn(move || {
+        let mut peak = 0;
+        while flag.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(disk_use(&dir));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    });
+    let urls = [format!("http://{}/zeros.raw.zst", zeros.addr), format!("http://{}/ones.raw.zst", ones.addr)];
+    let settled = import_all(&server, &server.admin, &urls);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = watcher.join().expect("watcher");
+    assert_eq!(settled[0]["ImageState"], "NORMAL", "a GiB of zeros is a valid (empty) disk: {}", settled[0]);
+    assert_eq!(settled[0]["ImageSize"], 1);
+    assert_eq!(
+        settled[1]["FailureReason"], "too-large: the compressed file inflates to more than 100 times its size",
+        "{}",
+        settled[1]
+    );
+    eprintln!("peak scratch use while inflating: {peak} bytes");
+    assert!(peak < 96 << 20, "zero runs are holes and the bomb stops early: {peak} bytes of scratch");
+}
+
+#[test]
+fn file_urls_answer_alike_for_any_path_outside_the_import_directory() {
+    let import_dir = tempfile::tempdir().expect("tempdir");
+    let config = format!("import_dir = \"{}\"\n", import_dir.path().display());
+    let server = Server::start_with(Backend::Sqlite, "fileoracle", &config).expect("sqlite");
+    let urls: Vec<String> = [
+        "file:///etc/passwd".to_owned(),
+        "file:///no/such/file".to_owned(),
+        format!("file://{}/missing.raw", import_dir.path().display()),
+        format!("file://{}/../../etc/hostname", import_dir.path().display()),
+    ]
+    .into();
+    let answers = import_all(&server, &server.admin, &urls);
+    let messages: Vec<String> = urls
+        .iter()
+        .zip(&answers)
+        .map(|(url, a)| {
+            assert_eq!(a["error"], "InvalidParameter.InvalidParameterUrlError", "{url}: {a}");
+            a["message"].as_str().unwrap_or("").replace(url.as_str(), "URL")
+        })
+        .collect();
+    assert!(messages.windows(2).all(|w| w[0] == w[1]), "one answer for every refused path: {messages:?}");
+    let dir = import_dir.path().to_string_lossy().into_owned();
+    assert!(!messages[0].contains(&dir) && !messages[0].contains("/tmp"), "no server path: {}", messages[0]);
+}
+
+/// A signed `/upload` request (`UNSIGNED-PAYLOAD`, as the CLI sends them).
+fn upload_op(server: &Server, creds: &Creds, query: &str, body: &[u8]) -> Value {
+    let ts = support::now();
+    let ct = "application/octet-stream";
+    let req = imaged_api::tc3::ClientRequest {
+        method: "POST",
+        path: "/upload",
+        query,
+        content_type: ct,
+        host: &server.addr,
+        body: b"",
+    };
+    let auth = imaged_api::tc3::authorization_header_with(&creds.secret_id, &creds.secret_key, "cvm", ts, &req, true);
+    let extra = [("Authorization", auth.as_str()), ("X-TC-Content-SHA256", "UNSIGNED-PAYLOAD")];
+    let r = signed_path_request(&server.addr, creds, "POST", "/upload", query, ct, "", body, ts, &extra);
+    r.assert_envelope();
+    r.json()["Response"].clone()
+}
+
+fn input_hygiene_is_the_same_on_every_backend(backend: Backend, test: &str) {
+    let Some(server) = Server::start(backend, test) else { return };
+    let user = server.create_account("hygiene");
+    let post = |action: &str, body: String| signed(&server, &user, action, &body, support::now());
+    let import = |name: &str| {
+        serde_json::json!({"ImageUrl": "http://8.8.8.8/d.raw", "ImageName": name, "OsType": "CentOS",
+            "OsVersion": "7", "Architecture": "x86_64", "DryRun": true})
+        .to_string()
+    };
+    for name in ["nul\u{0}name", "\u{1b}[2Jwiped", "evil\u{202e}gpj.exe", "c1\u{9b}x"] {
+        let r = post("ImportImage", import(name));
+        assert_eq!(r["Error"]["Code"], "InvalidParameterValue", "{name:?}: {r}");
+    }
+    let filter = serde_json::json!({"Filters": [{"Name": "image-name", "Values": ["a\u{0}"]}]}).to_string();
+    assert_eq!(post("DescribeImages", filter)["Error"]["Code"], "InvalidParameterValue");
+    let ids: Vec<u64> = (0..300_000).collect();
+    let tasks = post("DescribeImageTasks", serde_json::json!({ "TaskIds": ids }).to_string());
+    assert_eq!(tasks["Error"]["Code"], "InvalidParameterValue.LimitExceeded", "lists are capped");
+    let big = "A".repeat(16 * 1024 + 4);
+    let run = serde_json::json!({"Placement": {"Zone": "ap-guangzhou-3"}, "ImageId": PUBLIC_IMAGE, "UserData": big});
+    assert_eq!(post("RunInstances", run.to_string())["Error"]["Code"], "InvalidParameterValue.InvalidUserDataFormat");
+    // An upload's sizes are added with checked arithmetic: no wrap-around truncates it.
+    let created = upload_op(&server, &user, "Op=create", b"");
+    let id = created["UploadId"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+    let block = vec![7u8; 1 << 20];
+    let appended = upload_op(&server, &user, &format!("Op=append&UploadId={id}&Offset=0"), &block);
+    assert_eq!(appended["Size"], 1 << 20, "{appended}");
+    let huge = u64::MAX - (1 << 20) + 1;
+    let zero = upload_op(&server, &user, &format!("Op=zero&UploadId={id}&Offset={}&Length={huge}", 1 << 20), b"");
+    assert_eq!(zero["Error"]["Code"], "InvalidParameterValue", "{zero}");
+    let status = upload_op(&server, &user, &format!("Op=status&UploadId={id}"), b"");
+    assert_eq!(status["Size"], 1 << 20, "the upload is unchanged: {status}");
+}
+
+#[test]
+fn sqlite_input_hygiene() {
+    input_hygiene_is_the_same_on_every_backend(Backend::Sqlite, "hygiene_sqlite");
+}
+
+#[test]
+fn postgres_input_hygiene() {
+    input_hygiene_is_the_same_on_every_backend(Backend::Postgres, "hygiene_pg");
+}

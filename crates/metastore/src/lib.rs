@@ -500,12 +500,34 @@ pub trait ExportStore: Send + Sync {
     async fn exported_file(&self, bucket: &str, name: &str) -> Result<Option<ExportedFile>>;
 }
 
+/// Signatures seen within their validity window: the replay check, shared by every server
+/// on the same database.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records that `signature` was used for a request with `fingerprint`, valid until
+    /// `expires_at`; returns `None` when it is recorded now (never seen, or seen only before
+    /// its record expired), else the fingerprint of its first use. One atomic step, also
+    /// when several servers see the same signature at once.
+    async fn remember_signature(
+        &self,
+        signature: &str,
+        fingerprint: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<String>>;
+    /// Deletes the records expired by `now`; returns how many.
+    async fn forget_signatures(&self, now: Timestamp) -> Result<u64>;
+}
+
 /// Everything the service needs from its metadata store.
 pub trait MetaStore:
-    AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore
+    AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore + ReplayStore
 {
 }
-impl<T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore> MetaStore for T {}
+impl<T> MetaStore for T where
+    T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore + ReplayStore
+{
+}
 
 /// The first account id the stores hand out (Tencent-style 12-digit UINs).
 pub const FIRST_ACCOUNT_ID: u64 = 100_000_000_001;

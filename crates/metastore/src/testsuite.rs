@@ -37,6 +37,43 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     a_sync_begins_only_from_normal_and_inserts_every_copy_or_none(store).await;
     jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share(store.clone()).await;
     exported_files_are_recorded_with_the_account_that_made_them(store).await;
+    a_signature_is_recorded_once_even_by_concurrent_servers(store.clone()).await;
+}
+
+async fn a_signature_is_recorded_once_even_by_concurrent_servers<S: MetaStore + Clone + 'static>(store: S) {
+    let sig = "ab".repeat(32);
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let (store, sig) = (store.clone(), sig.clone());
+        tasks.push(tokio::spawn(async move {
+            store.remember_signature(&sig, &format!("use-{n}"), Timestamp(5300), Timestamp(5000)).await.expect("db")
+        }));
+    }
+    let mut firsts = 0;
+    let mut seen = Vec::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            None => firsts += 1,
+            Some(fp) => seen.push(fp),
+        }
+    }
+    assert_eq!(firsts, 1, "exactly one use is the first");
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "every later use sees the first one's fingerprint: {seen:?}");
+    // Once expired, the record is forgotten: the signature could no longer pass the clock check.
+    assert_eq!(store.forget_signatures(Timestamp(5301)).await.expect("forget"), 1);
+    assert_eq!(store.remember_signature(&sig, "later", Timestamp(5700), Timestamp(5400)).await.expect("db"), None);
+    assert_eq!(
+        store.remember_signature(&sig, "again", Timestamp(5700), Timestamp(5401)).await.expect("db").as_deref(),
+        Some("later")
+    );
+    let other = "cd".repeat(32);
+    store.remember_signature(&other, "x", Timestamp(5500), Timestamp(5400)).await.expect("db");
+    assert_eq!(
+        store.remember_signature(&other, "y", Timestamp(5900), Timestamp(5600)).await.expect("db"),
+        None,
+        "an expired record is replaced"
+    );
+    store.forget_signatures(Timestamp(i64::MAX)).await.expect("forget all");
 }
 
 async fn exported_files_are_recorded_with_the_account_that_made_them<S: MetaStore>(store: &S) {

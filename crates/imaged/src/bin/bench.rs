@@ -154,7 +154,8 @@ impl Conn {
 
 fn describe_request(addr: &str, key: &(String, String), body: &[u8]) -> Vec<u8> {
     let ts = imaged_app::service::now().0;
-    let req = ClientRequest { method: "POST", query: "", content_type: "application/json", host: addr, body };
+    let req =
+        ClientRequest { method: "POST", path: "/", query: "", content_type: "application/json", host: addr, body };
     let auth = authorization_header(&key.0, &key.1, "cvm", ts, &req);
     let mut out = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: {auth}\r\n\

@@ -123,6 +123,25 @@ impl Server {
         Some(server)
     }
 
+    /// A second server on the same metadata store (PostgreSQL: the same schema) with its own
+    /// data directory holding the same master key, as another host of one deployment.
+    pub fn sibling(&self) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(self.dir.path().join("master.key"), dir.path().join("master.key")).expect("master key");
+        std::fs::write(dir.path().join("imaged.toml"), "").expect("config");
+        let (child, addr, _) = spawn(dir.path(), &self.env, &self.wrapper);
+        let server = Server {
+            child,
+            addr,
+            dir,
+            admin: self.admin.clone(),
+            env: self.env.clone(),
+            wrapper: self.wrapper.clone(),
+        };
+        server.wait_healthy();
+        server
+    }
+
     /// Stops the server and starts it again on the same data; returns what it printed before
     /// it listened.
     pub fn restart(&mut self) -> Vec<String> {
@@ -291,7 +310,7 @@ pub fn signed_path_request(
     ts: i64,
     extra: &[(&str, &str)],
 ) -> RawResponse {
-    let req = imaged_api::tc3::ClientRequest { method, query, content_type, host: addr, body };
+    let req = imaged_api::tc3::ClientRequest { method, path, query, content_type, host: addr, body };
     let auth = imaged_api::tc3::authorization_header(&creds.secret_id, &creds.secret_key, "cvm", ts, &req);
     let mut headers: Vec<(String, String)> = vec![
         ("Host".into(), addr.into()),

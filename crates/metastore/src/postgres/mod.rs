@@ -18,6 +18,7 @@ mod exports;
 mod images;
 mod instances;
 mod jobs;
+mod replay;
 mod schema;
 
 /// Connections kept open. Each pipelines concurrent queries; transactions hold one alone.
@@ -25,8 +26,17 @@ const CONNECTIONS: usize = 4;
 /// Lock key serialising migrations across service instances.
 const MIGRATION_LOCK: i64 = 0x696d_6167_6564; // "imaged"
 
+/// A database error with what the server said (`db error` alone names nothing).
 fn db_err(e: tokio_postgres::Error) -> MetaStoreError {
-    MetaStoreError::Backend(e.to_string())
+    match e.as_db_error() {
+        Some(db) => MetaStoreError::Backend(format!(
+            "{} ({}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        )),
+        None => MetaStoreError::Backend(e.to_string()),
+    }
 }
 
 /// The PostgreSQL metadata store.

@@ -114,4 +114,13 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         PRIMARY KEY (bucket, name)
     );",
     ),
+    (
+        6,
+        "CREATE TABLE seen_signatures (
+        signature TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX seen_signatures_by_expiry ON seen_signatures(expires_at);",
+    ),
 ];

@@ -19,6 +19,7 @@ mod exports;
 mod images;
 mod instances;
 mod jobs;
+mod replay;
 mod schema;
 
 /// Readers in the pool. Two cores serve the API; a few more than that hide disk waits.
