@@ -304,7 +304,29 @@ const HEAD_LEN: usize = 64 * 1024;
 #[derive(Debug, Default)]
 struct Signatures {
     containers: Vec<Format>,
+    /// A partition table in the first sectors (`MBR`, `GPT`): the start of a raw disk.
+    partition_table: Option<&'static str>,
+    /// A container header at offset 0 (qcow2, vmdk, vhdx, a dynamic VHD's footer copy): the
+    /// first sectors are its metadata, never guest data.
+    header_at_start: bool,
     unwanted: Option<(Reason, &'static str)>,
+}
+
+/// MBR boot signature (`55 AA` at byte 510).
+const MBR_SIGNATURE_OFFSET: usize = 510;
+/// GPT header signature, at LBA 1 for 512-byte and for 4096-byte sectors.
+const GPT_SIGNATURE: &[u8; 8] = b"EFI PART";
+const GPT_HEADER_OFFSETS: [usize; 2] = [512, 4096];
+
+/// The partition table the first sectors hold, if any.
+fn partition_table(head: &[u8]) -> Option<&'static str> {
+    if GPT_HEADER_OFFSETS.iter().any(|&o| head.get(o..o + 8) == Some(&GPT_SIGNATURE[..])) {
+        Some("a GPT partition table")
+    } else if head.get(MBR_SIGNATURE_OFFSET..MBR_SIGNATURE_OFFSET + 2) == Some(&[0x55, 0xaa][..]) {
+        Some("an MBR partition table")
+    } else {
+        None
+    }
 }
 
 fn scan(src: &dyn ReadAt, size: u64) -> Result<Signatures, Rejection> {
@@ -338,6 +360,9 @@ fn scan(src: &dyn ReadAt, size: u64) -> Result<Signatures, Rejection> {
     if head.starts_with(b"conectix") || tail_vhd {
         sig.containers.push(Format::Vhd);
     }
+    let headers: [&[u8]; 4] = [b"QFI\xfb", b"KDMV", b"vhdxfile", b"conectix"];
+    sig.header_at_start = headers.iter().any(|m| head.starts_with(m));
+    sig.partition_table = partition_table(&head);
     if iso::has_descriptor(src, size)? {
         sig.containers.push(Format::Iso);
     }
@@ -365,6 +390,16 @@ pub fn inspect(src: &dyn ReadAt, declared: Option<Format>, policy: &Policy) -> R
     if sig.containers.len() >= 2 {
         let names: Vec<&str> = sig.containers.iter().map(|f| f.as_str()).collect();
         return Err(Rejection::new(Reason::Polyglot, None, format!("the bytes parse as {}", names.join(" and "))));
+    }
+    // A container's first sectors are its own header: a partition table there means the file
+    // is also a raw disk to any tool that probes. (A fixed VHD's data starts at offset 0 and a
+    // hybrid ISO's system area holds an MBR: both are what they claim.)
+    if let (true, Some(table), Some(format)) = (sig.header_at_start, sig.partition_table, sig.containers.first()) {
+        return Err(Rejection::new(
+            Reason::Polyglot,
+            Some(*format),
+            format!("the bytes parse as {format} and as a raw disk with {table}"),
+        ));
     }
     if let Some((reason, detail)) = sig.unwanted {
         return Err(Rejection::new(reason, None, detail));

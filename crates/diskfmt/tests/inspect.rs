@@ -274,6 +274,66 @@ fn polyglots_are_refused_but_hybrid_isos_are_isos() {
     assert_eq!(check_bytes(&iso), Ok(Format::Iso), "an ISO with an MBR is a hybrid ISO");
 }
 
+/// Writes `bytes` at `offset`, growing the image if needed.
+fn patch(image: &mut Vec<u8>, offset: usize, bytes: &[u8]) {
+    if image.len() < offset + bytes.len() {
+        image.resize(offset + bytes.len(), 0);
+    }
+    image[offset..offset + bytes.len()].copy_from_slice(bytes);
+}
+
+#[test]
+fn every_pair_of_formats_partition_tables_and_iso_descriptors_is_a_polyglot() {
+    let fx = Fixtures::new();
+    let read = |p: PathBuf| std::fs::read(p).expect("read");
+    let fixed_vhd = read(fx.convert("pf.vhd", "vpc", &["-o", "subformat=fixed,force_size=on"]));
+    let footer = fixed_vhd[fixed_vhd.len() - 512..].to_vec();
+    // Images whose first sectors are their own header, as qemu-img writes them.
+    let containers = [
+        ("qcow2", read(fx.convert("p.qcow2", "qcow2", &[]))),
+        ("vmdk", read(fx.convert("p.vmdk", "vmdk", &["-o", "subformat=monolithicSparse"]))),
+        ("vmdk-stream", read(fx.convert("ps.vmdk", "vmdk", &["-o", "subformat=streamOptimized"]))),
+        ("vhdx", read(fx.convert("p.vhdx", "vhdx", &[]))),
+        ("vhd-dynamic", read(fx.convert("pd.vhd", "vpc", &["-o", "subformat=dynamic,force_size=on"]))),
+    ];
+    let mut iso_descriptor = vec![1u8];
+    iso_descriptor.extend_from_slice(b"CD001");
+    let others: [(&str, usize, Vec<u8>); 5] = [
+        ("MBR", 510, vec![0x55, 0xaa]),
+        ("GPT", 512, GPT.to_vec()),
+        ("GPT 4K", 4096, GPT.to_vec()),
+        ("ISO descriptor", 32768, iso_descriptor),
+        ("VHD footer", usize::MAX, footer.clone()),
+    ];
+    for (name, image) in &containers {
+        assert!(check_bytes(image).is_ok(), "{name} alone is accepted");
+        for (other, at, bytes) in &others {
+            let mut poly = image.clone();
+            let at = if *at == usize::MAX { poly.len() - if *name == "vhd-dynamic" { 512 } else { 0 } } else { *at };
+            if *other == "VHD footer" && *name == "vhd-dynamic" {
+                continue; // the footer at its end is its own
+            }
+            patch(&mut poly, at, bytes);
+            assert_eq!(check_bytes(&poly), Err(Reason::Polyglot), "{name} + {other}");
+        }
+    }
+    // A raw disk with a partition table is a raw disk; with a VHD footer it is a fixed VHD.
+    let mut raw = source();
+    patch(&mut raw, 510, &[0x55, 0xaa]);
+    patch(&mut raw, 512, GPT);
+    assert_eq!(check_bytes(&raw), Ok(Format::Raw));
+    assert_eq!(check_bytes(&fixed_vhd), Ok(Format::Vhd));
+    let mut fixed_with_mbr = fixed_vhd.clone();
+    patch(&mut fixed_with_mbr, 510, &[0x55, 0xaa]);
+    assert_eq!(check_bytes(&fixed_with_mbr), Ok(Format::Vhd), "a fixed VHD's first sector is its guest's MBR");
+    // A fixed VHD that is also an ISO is both.
+    let mut vhd_iso = fixed_vhd.clone();
+    patch(&mut vhd_iso, 32768, b"\x01CD001");
+    assert_eq!(check_bytes(&vhd_iso), Err(Reason::Polyglot), "fixed VHD + ISO descriptor");
+}
+
+const GPT: &[u8; 8] = b"EFI PART";
+
 #[test]
 fn empty_odd_sized_compressed_and_unwanted_files_are_refused() {
     assert_eq!(check_bytes(&[]), Err(Reason::Corrupt));

@@ -308,7 +308,17 @@ fn init_tracing() {
         "trace" => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false).init();
+    // Colour only on a terminal; `IMAGED_LOG_FORMAT=json` gives one JSON object a line.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("IMAGED_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 async fn shutdown_signal() {
@@ -410,9 +420,17 @@ async fn set_key_enabled(secret_id: &str, common: &Common, enabled: bool) -> any
 
 fn inspect_file(file: &std::path::Path, declared: Option<&str>, output: &str) -> anyhow::Result<bool> {
     use imaged_diskfmt::{inspect, Format, Policy};
-    let declared = declared.map(|d| Format::parse(d).with_context(|| format!("unknown format `{d}`"))).transpose()?;
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let (json, ok) = match inspect(&f, declared, &Policy::default()) {
+    let verdict = match declared.map(|d| Format::parse(d).ok_or(d)).transpose() {
+        // A declared format imaged does not accept (qed, vdi, …) is a verdict, not a usage error.
+        Err(d) => Err(imaged_diskfmt::Rejection {
+            reason: imaged_diskfmt::Reason::UnknownFormat,
+            format: None,
+            detail: format!("`{d}` is not a format imaged accepts (raw, qcow2, vmdk, vhd, vhdx, iso)"),
+        }),
+        Ok(declared) => inspect(&f, declared, &Policy::default()),
+    };
+    let (json, ok) = match verdict {
         Ok(i) => (
             serde_json::json!({"verdict": "accept", "format": i.format.as_str(), "virtual_size": i.virtual_size,
                 "reason": null, "detail": i.subformat}),

@@ -650,3 +650,69 @@ fn sqlite_input_hygiene() {
 fn postgres_input_hygiene() {
     input_hygiene_is_the_same_on_every_backend(Backend::Postgres, "hygiene_pg");
 }
+
+#[test]
+fn inspect_prints_a_json_verdict_for_every_declared_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("disk.raw");
+    std::fs::write(&file, disk_bytes()).expect("write");
+    for (declared, verdict, reason) in [
+        ("qed", "reject", "unknown-format"),
+        ("vdi", "reject", "unknown-format"),
+        ("raw", "accept", ""),
+        ("qcow2", "reject", "format-mismatch"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+            .args(["inspect", &file.to_string_lossy(), "--declared", declared, "--output", "json"])
+            .output()
+            .expect("inspect");
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{declared}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["verdict"], verdict, "{declared}: {v}");
+        assert_eq!(out.status.success(), verdict == "accept", "{declared}");
+        if !reason.is_empty() {
+            assert_eq!(v["reason"], reason, "{declared}: {v}");
+        }
+    }
+}
+
+/// Starts `imaged serve` with its log going to a file, waits until it listens, stops it, and
+/// returns the log.
+fn server_log(format: Option<&str>) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("IMAGED_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    if let Some(f) = format {
+        cmd.env("IMAGED_LOG_FORMAT", f);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    for line in std::io::BufRead::lines(stdout) {
+        if line.expect("line").contains("listening") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::read_to_string(&log).expect("read log")
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_for_collectors() {
+    let plain = server_log(None);
+    assert!(plain.contains("serving"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "no ANSI escapes in a log file: {plain:?}");
+    let json = server_log(Some("json"));
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
+    }
+}
