@@ -32,6 +32,31 @@ use tokio::net::TcpListener;
 use crate::error::{code, ApiError, Language};
 use crate::server::{envelope, request_id};
 
+/// TLS for the listener: signed requests and secrets need not cross a network in clear.
+pub type TlsConfig = Arc<rustls::ServerConfig>;
+
+/// Loads a certificate chain and its private key (PEM files) into a TLS configuration.
+pub fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("reading the certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading the key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Limits of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
@@ -124,13 +149,16 @@ impl Registry {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (for up to [`DRAIN_TIME`]).
+/// finish (for up to [`DRAIN_TIME`]). With `tls`, every connection is TLS (the handshake
+/// must end within the header-read timeout).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ListenerLimits,
+    tls: Option<TlsConfig>,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let registry =
         Arc::new(Registry { conns: Mutex::new(HashMap::new()), next: AtomicU64::new(0), epoch: Instant::now() });
     // Connection ids are unique across servers and restarts: a random prefix per listener.
@@ -160,8 +188,22 @@ pub async fn serve(
         };
         let (router, registry, stop) = (router.clone(), Arc::clone(&registry), stop_rx.clone());
         let connection = ConnectionId(format!("{server}/{id}"));
+        let acceptor = acceptor.clone();
         tasks.spawn(async move {
-            serve_connection(stream, router, Arc::clone(&state), limits, stop, connection).await;
+            match acceptor {
+                None => serve_connection(stream, router, Arc::clone(&state), limits, stop, connection).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(tls)) => serve_connection(tls, router, Arc::clone(&state), limits, stop, connection).await,
+                            Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        },
+                        () = state.kill.notified() => {}
+                    }
+                }
+            }
             registry.remove(id);
         });
     }

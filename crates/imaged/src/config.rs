@@ -18,6 +18,7 @@
 //! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
 //! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60 |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
+//! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //!
 //! The file may also set `[limits]` and replace the region set with `[[regions]]`.
 
@@ -43,6 +44,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Listen address.
     pub listen: Option<String>,
+    /// TLS certificate chain (PEM): the listener serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// `postgres://…` to keep metadata in PostgreSQL instead of the embedded SQLite.
     pub database_url: Option<String>,
     /// PostgreSQL schema to keep the tables in (created if missing).
@@ -127,6 +132,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Listen address.
     pub listen: String,
+    /// TLS certificate chain (PEM), when serving HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// PostgreSQL URL, when metadata lives there.
     pub database_url: Option<String>,
     /// PostgreSQL schema, when not the default.
@@ -198,6 +207,8 @@ impl Config {
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let database_url = env("IMAGED_DATABASE_URL").or(file.database_url);
+        let tls_cert = env("IMAGED_TLS_CERT").map(PathBuf::from).or(file.tls_cert);
+        let tls_key = env("IMAGED_TLS_KEY").map(PathBuf::from).or(file.tls_key);
         let database_schema = env("IMAGED_DATABASE_SCHEMA").or(file.database_schema);
         let import_dir = env("IMAGED_IMPORT_DIR").map(PathBuf::from).or(file.import_dir);
         let https_ca_file = env("IMAGED_HTTPS_CA_FILE").map(PathBuf::from).or(file.https_ca_file);
@@ -225,6 +236,8 @@ impl Config {
             imports,
             workers,
             http: file.http,
+            tls_cert,
+            tls_key,
             data_dir,
             listen,
             database_url,

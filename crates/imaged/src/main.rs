@@ -35,6 +35,12 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:9180; env IMAGED_LISTEN). Port 0 picks one.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve HTTPS with this certificate chain (PEM; env IMAGED_TLS_CERT). Needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The certificate's private key (PEM; env IMAGED_TLS_KEY).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -399,14 +405,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         }
     });
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(imaged_api::listener::load_tls(cert, key).map_err(anyhow::Error::msg)?),
+        (None, None) => None,
+        _ => bail!("TLS needs both a certificate (tls_cert) and its key (tls_key)"),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let backend = if cfg.database_url.is_some() { "postgresql" } else { "sqlite" };
-    println!("imaged listening on http://{addr} (metadata: {backend}, data: {})", cfg.data_dir.display());
+    println!("imaged listening on {scheme}://{addr} (metadata: {backend}, data: {})", cfg.data_dir.display());
     tracing::info!(%addr, backend, "serving");
-    imaged_api::serve(listener, imaged_api::router(service), shutdown_signal(), listener_limits(&cfg, open_files))
-        .await?;
+    let limits = listener_limits(&cfg, open_files);
+    imaged_api::serve(listener, imaged_api::router(service), shutdown_signal(), limits, tls).await?;
     Ok(())
 }
 
@@ -630,7 +642,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {} ({bytes} bytes)", output.display());
             Ok(())
         }
-        Command::Serve { listen, common } => serve(load(&common, listen)?).await,
+        Command::Serve { listen, tls_cert, tls_key, common } => {
+            let mut cfg = load(&common, listen)?;
+            cfg.tls_cert = tls_cert.or(cfg.tls_cert);
+            cfg.tls_key = tls_key.or(cfg.tls_key);
+            serve(cfg).await
+        }
         Command::Account(cmd) => match cmd {
             AccountCommand::Create { name, common } => {
                 let svc = open_service(&load(&common, None)?).await?;

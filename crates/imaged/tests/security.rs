@@ -716,3 +716,63 @@ fn logs_are_plain_text_off_a_terminal_or_json_for_collectors() {
         assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
     }
 }
+
+#[test]
+fn the_server_speaks_tls_to_the_official_sdk_with_its_own_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let openssl = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("IMAGED_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let addr = std::io::BufRead::lines(stdout)
+        .map(|l| l.expect("line"))
+        .find_map(|l| {
+            l.strip_prefix("imaged listening on https://").map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .expect("an https listener");
+    let creds: Creds =
+        serde_json::from_slice(&std::fs::read(data.join("credentials.json")).expect("credentials")).expect("json");
+    let script = format!(
+        r#"
+import json
+from tencentcloud.common import credential
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.cvm.v20170312 import cvm_client
+hp = HttpProfile(protocol="https", endpoint="{addr}", certification="{}")
+c = cvm_client.CvmClient(credential.Credential("{}", "{}"), "ap-guangzhou", ClientProfile(httpProfile=hp))
+print(json.dumps(c.call_json("DescribeImages", {{"ImageIds": ["img-eb30mz89"]}})["Response"]))
+"#,
+        cert.display(),
+        creds.secret_id,
+        creds.secret_key
+    );
+    let out =
+        std::process::Command::new(support::venv().join("bin/python")).arg("-c").arg(script).output().expect("python");
+    let plain = support::raw(&addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ImageSet"][0]["ImageId"], "img-eb30mz89", "{v}");
+    assert!(plain.map_or(true, |r| r.status != 200), "no plaintext answer on the TLS port");
+}

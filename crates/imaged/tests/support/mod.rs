@@ -258,7 +258,10 @@ fn spawn(dir: &Path, env: &[(String, String)], wrapper: &[String]) -> (Child, St
     let mut banner = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("read stdout");
-        if let Some(rest) = line.strip_prefix("imaged listening on http://") {
+        if let Some(rest) = line
+            .strip_prefix("imaged listening on http://")
+            .or_else(|| line.strip_prefix("imaged listening on https://"))
+        {
             let addr = rest.split_whitespace().next().expect("address").to_owned();
             return (child, addr, banner);
         }
