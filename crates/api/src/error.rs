@@ -48,6 +48,8 @@ pub mod code {
     pub const INVALID_FILTER_VALUE_LIMIT_EXCEEDED: &str = "InvalidFilterValue.LimitExceeded";
     /// Too many values in a list parameter.
     pub const INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED: &str = "InvalidParameterValue.LimitExceeded";
+    /// An account's storage quota is used up.
+    pub const STORAGE_QUOTA_EXCEEDED: &str = "LimitExceeded.StorageQuota";
     /// `UserData` is not base64 of at most 16 KB.
     pub const INVALID_USER_DATA_FORMAT: &str = "InvalidParameterValue.InvalidUserDataFormat";
     /// `Limit` out of range.
@@ -225,6 +227,7 @@ pub mod code {
         INVALID_FILTER_VALUE_LIMIT_EXCEEDED,
         INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
         INVALID_USER_DATA_FORMAT,
+        STORAGE_QUOTA_EXCEEDED,
         INVALID_PARAMETER_VALUE_LIMIT,
         INVALID_IMAGE_ID_MALFORMED,
         INVALID_INSTANCE_TYPE_MALFORMED,

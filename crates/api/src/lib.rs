@@ -8,6 +8,7 @@
 //!   error answers rewritten as envelopes.
 //! - `server`: the axum router, the request pipeline and Tencent's envelope.
 //! - `cvm`: CVM `2017-03-12` actions.
+//! - `ext`: imaged's extension service (`imaged`, `2026-12-01`): `DescribeStorageQuota`.
 //! - `transfer`: resumable uploads (`/upload`) and downloads of exported files (`/download`).
 //!
 //! This crate parses and answers; the use cases live in `imaged-app`.
@@ -15,6 +16,7 @@
 mod compute;
 mod cvm;
 pub mod error;
+mod ext;
 pub mod listener;
 pub mod params;
 mod server;

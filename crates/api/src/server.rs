@@ -17,7 +17,7 @@ use crate::cvm::{self, Ctx};
 use crate::error::{code, ApiError, Language};
 use crate::params::{self, Field};
 use crate::tc3::{self, Authorization, SignedRequest};
-use crate::{compute, share};
+use crate::{compute, ext, share};
 use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
@@ -26,7 +26,8 @@ pub const MAX_POST_BYTES: usize = 10 * 1024 * 1024;
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
 /// Services, each with the API versions it serves.
-const SERVICES: &[(&str, &[&str])] = &[("cvm", &["2017-03-12"]), ("tke", &["2018-05-25", "2022-05-01"])];
+const SERVICES: &[(&str, &[&str])] =
+    &[("cvm", &["2017-03-12"]), ("tke", &["2018-05-25", "2022-05-01"]), (ext::SERVICE, &[ext::VERSION])];
 
 /// Whether an action needs `X-TC-Region`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,7 @@ enum ActionId {
     ModifyImageSharePermission,
     DescribeImageSharePermission,
     SyncImages,
+    DescribeStorageQuota,
 }
 
 struct Action {
@@ -126,6 +128,14 @@ const ACTIONS: &[Action] = &[
         ActionId::DescribeImageSharePermission,
     ),
     cvm_action("SyncImages", share::SYNC_IMAGES, RegionUse::Required, ActionId::SyncImages),
+    Action {
+        service: ext::SERVICE,
+        version: ext::VERSION,
+        name: "DescribeStorageQuota",
+        params: cvm::NONE,
+        region: RegionUse::Ignored,
+        id: ActionId::DescribeStorageQuota,
+    },
 ];
 
 /// Builds the router over `service`.
@@ -346,6 +356,7 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ActionId::ModifyImageSharePermission => share::modify_image_share_permission(&ctx, params).await,
         ActionId::DescribeImageSharePermission => share::describe_image_share_permission(&ctx, params).await,
         ActionId::SyncImages => share::sync_images(&ctx, params).await,
+        ActionId::DescribeStorageQuota => ext::describe_storage_quota(&ctx).await,
     }
 }
 

@@ -48,6 +48,14 @@ fn upload_error(e: UploadError) -> ApiError {
         UploadError::Misaligned | UploadError::TooLarge => {
             ApiError::invalid_value(code::INVALID_PARAMETER_VALUE, format!("{e}."))
         }
+        UploadError::QuotaExceeded => ApiError::invalid_value(
+            code::STORAGE_QUOTA_EXCEEDED,
+            "The upload would exceed the account's storage quota (see DescribeStorageQuota).".into(),
+        ),
+        UploadError::Expired => ApiError::invalid_value(
+            code::RESOURCE_NOT_FOUND,
+            "The upload expired: it was not appended to within its expiry; start a new one.".into(),
+        ),
         UploadError::Io(io) => ApiError::internal(io),
         UploadError::Store(s) => ApiError::internal(s),
     }
@@ -100,7 +108,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
                     format!("The region `{region}` does not exist."),
                 ));
             }
-            let id = service.create_upload(caller, region).map_err(upload_error)?;
+            let id = service.create_upload(caller, region).await.map_err(upload_error)?;
             let state = service.upload_state(caller, &id).map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": 0,
                 "ProofNonce": hex::encode(state.nonce)})
@@ -109,7 +117,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
             let id = upload_id()?;
             let state = service.upload_state(caller, &id).map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": state.manifest.virtual_size,
-                "ProofNonce": hex::encode(state.nonce)})
+                "ProofNonce": hex::encode(state.nonce), "ExpiresAt": state.expires_at.iso8601()})
         }
         "refs" => {
             let id = upload_id()?;
@@ -132,7 +140,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
                     (d, p)
                 })
                 .collect();
-            let mut writer = service.upload_writer(caller, &id, offset).map_err(upload_error)?;
+            let mut writer = service.upload_writer(caller, &id, offset).await.map_err(upload_error)?;
             let accepted = writer.reference(&refs).await.map_err(upload_error)?;
             let size = writer.finish().await.map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "Size": size, "Accepted": accepted})
@@ -140,7 +148,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
         "zero" => {
             let id = upload_id()?;
             let (offset, length) = (number(&query, "Offset")?, number(&query, "Length")?);
-            let mut writer = service.upload_writer(caller, &id, offset).map_err(upload_error)?;
+            let mut writer = service.upload_writer(caller, &id, offset).await.map_err(upload_error)?;
             writer.zero(length).map_err(upload_error)?;
             let size = writer.finish().await.map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "Size": size})
@@ -148,7 +156,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
         "append" => {
             let id = upload_id()?;
             let offset = number(&query, "Offset")?;
-            let mut writer = service.upload_writer(caller, &id, offset).map_err(upload_error)?;
+            let mut writer = service.upload_writer(caller, &id, offset).await.map_err(upload_error)?;
             let mut body = body;
             let mut received = 0u64;
             while let Some(frame) = body.frame().await {

@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_VIRTUAL_SIZE: u64 = 2 << 40;
 pub const DEFAULT_SCRATCH_SHARE_PERCENT: u8 = 50;
 /// Default bound on how many times its size a compressed import may inflate to.
 pub const DEFAULT_MAX_INFLATION_RATIO: u64 = 100;
+/// Default time an upload lives after its last append: a week.
+pub const DEFAULT_UPLOAD_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 /// The export bucket every installation has, in `DATA_DIR/buckets/exports`.
 pub const DEFAULT_BUCKET: &str = "exports";
 
@@ -46,6 +48,8 @@ pub struct DataConfig {
     pub scratch_share_percent: u8,
     /// A compressed import may inflate to at most this many times its size (zero runs apart).
     pub max_inflation_ratio: u64,
+    /// Seconds an upload lives after its last append.
+    pub upload_expiry_secs: u64,
 }
 
 impl DataConfig {
@@ -69,6 +73,7 @@ impl DataConfig {
             scratch_per_job: DEFAULT_MAX_VIRTUAL_SIZE,
             scratch_share_percent: DEFAULT_SCRATCH_SHARE_PERCENT,
             max_inflation_ratio: DEFAULT_MAX_INFLATION_RATIO,
+            upload_expiry_secs: DEFAULT_UPLOAD_EXPIRY_SECS,
         })
     }
 
@@ -105,6 +110,12 @@ pub enum UploadError {
     /// Over the size limit.
     #[error("the upload would exceed the size limit")]
     TooLarge,
+    /// Over the owner's storage quota.
+    #[error("the upload would exceed the account's storage quota")]
+    QuotaExceeded,
+    /// Not appended to within its expiry; forgotten.
+    #[error("the upload expired")]
+    Expired,
     /// I/O.
     #[error("upload storage: {0}")]
     Io(std::io::Error),

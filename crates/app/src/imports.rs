@@ -404,6 +404,16 @@ impl Service {
         store: &imaged_chunkstore::BlockStore,
         in_progress: ImageState,
     ) -> Result<(), JobFailure> {
+        if let Some(owner) = image.owner {
+            let usage = self.storage_usage(owner).await.map_err(JobFailure::retry)?;
+            let needed = usage.image_bytes.saturating_add(record.virtual_size);
+            if needed > usage.quota_bytes {
+                return Err(JobFailure::permanent(format!(
+                    "storage-quota: the account's images would take {needed} bytes, over its quota of {} bytes",
+                    usage.quota_bytes
+                )));
+            }
+        }
         let mut pending = image.clone();
         pending.state = in_progress;
         let fresh = match self.store().attach_manifest(&pending, record).await {

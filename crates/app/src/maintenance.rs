@@ -57,7 +57,20 @@ pub struct FsckReport {
 impl Service {
     /// Collects unreferenced blocks of `region` untouched for `grace` and older than the oldest
     /// job still queued or running there.
+    /// Uploads in progress keep their blocks (they are touched now) until they expire; expired
+    /// uploads are forgotten first.
     pub async fn collect_garbage(&self, region: &str, grace: Duration) -> Result<GcReport, AppError> {
+        for (id, upload) in self.uploads() {
+            if upload.expires_at < now() {
+                tracing::info!(upload = %id, "forgetting an expired upload");
+                self.remove_upload(&id);
+            } else if upload.region == region {
+                let blocks: Vec<(String, u64)> = upload.manifest.distinct().iter().map(|d| (d.to_hex(), 0)).collect();
+                for batch in blocks.chunks(256) {
+                    self.store().touch_blocks(region, batch, now()).await?;
+                }
+            }
+        }
         let mut cutoff = Timestamp(now().0 - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
         if let Some(oldest) = self.store().oldest_active_job(region).await? {
             cutoff = cutoff.min(Timestamp(oldest.0 - 1));

@@ -91,6 +91,18 @@ impl std::fmt::Debug for Principal {
     }
 }
 
+/// An account's storage quota and its use, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StorageUsage {
+    /// The quota.
+    pub quota_bytes: u64,
+    /// The virtual disks of its custom images (every region).
+    pub image_bytes: u64,
+    /// Its uploads in progress on this host.
+    pub upload_bytes: u64,
+}
+
 /// One page of `DescribeImages`.
 #[derive(Debug, Clone)]
 pub struct ImageListing {
@@ -341,6 +353,31 @@ impl Service {
     /// A job of the caller's, by id.
     pub async fn task(&self, caller: AccountId, id: u64) -> Result<Option<imaged_metastore::JobRecord>, AppError> {
         Ok(self.store.get_job(id).await?.filter(|j| j.account == caller))
+    }
+
+    /// Sets or clears an account's storage quota override (GiB).
+    pub async fn set_storage_quota(&self, account: AccountId, gib: Option<u64>) -> Result<(), AppError> {
+        if self.store.set_storage_quota(account, gib).await? {
+            Ok(())
+        } else {
+            Err(AppError::NoSuchAccount(account))
+        }
+    }
+
+    /// An account's storage quota and what uses it: its images' virtual disks and its uploads.
+    pub async fn storage_usage(&self, account: AccountId) -> Result<StorageUsage, AppError> {
+        let record = self.store.get_account(account).await?.ok_or(AppError::NoSuchAccount(account))?;
+        Ok(StorageUsage {
+            quota_bytes: self.limits.storage_quota_bytes(record.storage_quota_gib),
+            image_bytes: self.store.image_bytes(account).await?,
+            upload_bytes: self.upload_bytes(account),
+        })
+    }
+
+    /// Bytes `account` may still add.
+    pub(crate) async fn storage_room(&self, account: AccountId) -> Result<u64, AppError> {
+        let u = self.storage_usage(account).await?;
+        Ok(u.quota_bytes.saturating_sub(u.image_bytes.saturating_add(u.upload_bytes)))
     }
 
     /// `DescribeImageQuota`: the caller's custom-image quota per region.

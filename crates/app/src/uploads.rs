@@ -6,6 +6,9 @@
 //!
 //! Uploads are resumable: the manifest is saved after each complete append, so an interrupted
 //! client continues from the size it is told. Appends cover whole blocks, except the last one.
+//! An upload expires a configured time after its last append (GC then forgets it); until then
+//! GC keeps its blocks, however long it is paused. Its bytes count toward its owner's storage
+//! quota.
 //! Nothing here interprets the bytes: the import job inspects them through [`ManifestReader`].
 
 use std::collections::VecDeque;
@@ -15,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use imaged_chunkstore::{block, is_zero, possession_proof, BlockStore, Digest, Manifest, BLOCK_SIZE};
 use imaged_diskfmt::ReadAt;
+use imaged_domain::time::Timestamp;
 use imaged_domain::AccountId;
 use tokio::task::JoinSet;
 
@@ -37,6 +41,8 @@ pub struct UploadState {
     pub manifest: Manifest,
     /// The nonce of this upload's possession proofs (see [`possession_proof`]).
     pub nonce: [u8; 32],
+    /// When it expires unless appended to.
+    pub expires_at: Timestamp,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -50,34 +56,86 @@ impl Service {
     }
 
     /// Starts an upload for `owner` in `region`; returns its id.
-    pub fn create_upload(&self, owner: AccountId, region: &str) -> Result<String, UploadError> {
+    pub async fn create_upload(&self, owner: AccountId, region: &str) -> Result<String, UploadError> {
+        if self.storage_room(owner).await.map_err(|e| UploadError::Store(e.to_string()))? == 0 {
+            return Err(UploadError::QuotaExceeded);
+        }
         std::fs::create_dir_all(self.data().uploads_dir()).map_err(UploadError::Io)?;
         let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(|e| UploadError::Store(e.to_string()))?);
-        let (owner_path, _) = self.upload_paths(&id);
-        let nonce = hex::encode(crate::secrets::random_bytes::<32>().map_err(|e| UploadError::Store(e.to_string()))?);
-        std::fs::write(owner_path, format!("{owner}\n{region}\n{nonce}\n")).map_err(UploadError::Io)?;
+        let nonce = crate::secrets::random_bytes::<32>().map_err(|e| UploadError::Store(e.to_string()))?;
+        self.write_upload_owner(&id, owner, region, &nonce)?;
         self.save_upload(&id, &Manifest::zeroed(BLOCK_SIZE as u32, 0))?;
         Ok(id)
     }
 
-    /// An upload of `owner`'s.
+    /// Writes who owns an upload, its region, its proof nonce, and its expiry (from now).
+    fn write_upload_owner(
+        &self,
+        id: &str,
+        owner: AccountId,
+        region: &str,
+        nonce: &[u8; 32],
+    ) -> Result<(), UploadError> {
+        let (owner_path, _) = self.upload_paths(id);
+        let expires = now().0.saturating_add(i64::try_from(self.data().upload_expiry_secs).unwrap_or(i64::MAX));
+        let tmp = owner_path.with_extension("owner.tmp");
+        std::fs::write(&tmp, format!("{owner}\n{region}\n{}\n{expires}\n", hex::encode(nonce)))
+            .map_err(UploadError::Io)?;
+        std::fs::rename(&tmp, &owner_path).map_err(UploadError::Io)
+    }
+
+    /// An upload of `owner`'s that has not expired.
     pub fn upload_state(&self, owner: AccountId, id: &str) -> Result<UploadState, UploadError> {
+        let state = self.read_upload(id)?;
+        if state.owner != owner {
+            return Err(UploadError::NotFound);
+        }
+        if state.expires_at < now() {
+            return Err(UploadError::Expired);
+        }
+        Ok(state)
+    }
+
+    /// An upload, whoever owns it, expired or not.
+    fn read_upload(&self, id: &str) -> Result<UploadState, UploadError> {
         if !valid_id(id) {
             return Err(UploadError::NotFound);
         }
         let (owner_path, manifest_path) = self.upload_paths(id);
         let meta = std::fs::read_to_string(owner_path).map_err(|_| UploadError::NotFound)?;
         let mut lines = meta.lines();
-        if lines.next() != Some(owner.to_string().as_str()) {
-            return Err(UploadError::NotFound);
-        }
+        let owner = lines.next().and_then(|o| AccountId::parse(o).ok()).ok_or(UploadError::NotFound)?;
         let region = lines.next().unwrap_or_default().to_owned();
         let mut nonce = [0u8; 32];
         hex::decode_to_slice(lines.next().unwrap_or_default(), &mut nonce)
             .map_err(|_| UploadError::Store("the upload has no proof nonce".into()))?;
+        // Uploads made before expiries were recorded expire like new ones.
+        let expires_at = lines.next().and_then(|e| e.parse().ok()).map_or_else(
+            || Timestamp(now().0.saturating_add(i64::try_from(self.data().upload_expiry_secs).unwrap_or(i64::MAX))),
+            Timestamp,
+        );
         let bytes = std::fs::read(manifest_path).map_err(|_| UploadError::NotFound)?;
         let manifest = Manifest::decode(&bytes).map_err(|e| UploadError::Store(e.to_string()))?;
-        Ok(UploadState { owner, region, manifest, nonce })
+        Ok(UploadState { owner, region, manifest, nonce, expires_at })
+    }
+
+    /// Every upload on this host, with its id (expired ones included).
+    pub fn uploads(&self) -> Vec<(String, UploadState)> {
+        let Ok(entries) = std::fs::read_dir(self.data().uploads_dir()) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".owner").map(str::to_owned))
+            .filter_map(|id| self.read_upload(&id).ok().map(|s| (id, s)))
+            .collect()
+    }
+
+    /// Bytes `owner`'s live uploads hold (their sizes so far).
+    pub fn upload_bytes(&self, owner: AccountId) -> u64 {
+        let now = now();
+        self.uploads()
+            .iter()
+            .filter(|(_, s)| s.owner == owner && s.expires_at >= now)
+            .fold(0u64, |sum, (_, s)| sum.saturating_add(s.manifest.virtual_size))
     }
 
     fn save_upload(&self, id: &str, manifest: &Manifest) -> Result<(), UploadError> {
@@ -97,8 +155,10 @@ impl Service {
     }
 
     /// Starts an append at `offset`, which must be the upload's size and a block boundary.
-    pub fn upload_writer(&self, owner: AccountId, id: &str, offset: u64) -> Result<UploadWriter, UploadError> {
+    /// The append may add at most what the owner's storage quota has room for.
+    pub async fn upload_writer(&self, owner: AccountId, id: &str, offset: u64) -> Result<UploadWriter, UploadError> {
         let state = self.upload_state(owner, id)?;
+        let room = self.storage_room(owner).await.map_err(|e| UploadError::Store(e.to_string()))?;
         if offset != state.manifest.virtual_size {
             return Err(UploadError::WrongOffset { expected: state.manifest.virtual_size });
         }
@@ -116,6 +176,7 @@ impl Service {
             puts: JoinSet::new(),
             done: Vec::new(),
             received: 0,
+            room,
         })
     }
 }
@@ -135,6 +196,8 @@ pub struct UploadWriter {
     puts: JoinSet<BlockOutcome>,
     done: Vec<(usize, Option<(Digest, u64)>)>,
     received: u64,
+    /// Bytes the owner's storage quota has room for.
+    room: u64,
 }
 
 impl UploadWriter {
@@ -177,8 +240,10 @@ impl UploadWriter {
     fn check_limit(&self, more: u64) -> Result<(), UploadError> {
         let total = self.state.manifest.virtual_size.checked_add(self.received).and_then(|t| t.checked_add(more));
         match total {
-            Some(t) if t <= self.service.data().max_virtual_size => Ok(()),
-            _ => Err(UploadError::TooLarge),
+            Some(t) if t > self.service.data().max_virtual_size => Err(UploadError::TooLarge),
+            None => Err(UploadError::TooLarge),
+            Some(_) if self.received.saturating_add(more) > self.room => Err(UploadError::QuotaExceeded),
+            Some(_) => Ok(()),
         }
     }
 
@@ -286,6 +351,8 @@ impl UploadWriter {
                 .map_err(|e| UploadError::Store(e.to_string()))?;
         }
         self.service.save_upload(&self.id, &self.state.manifest)?;
+        // Each append pushes the expiry back.
+        self.service.write_upload_owner(&self.id, self.state.owner, &self.state.region, &self.state.nonce)?;
         Ok(new_size)
     }
 }

@@ -115,38 +115,46 @@ async fn a_stored_block_is_referenced_only_with_a_proof_of_its_bytes() {
     use imaged_domain::AccountId;
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(dir.path()).await;
-    let (alice, mallory) = (AccountId(100_000_000_001), AccountId(100_000_000_002));
+    let account = |name: &str| {
+        let svc = svc.clone();
+        let name = name.to_owned();
+        async move {
+            let creds = svc.create_account(&name, imaged_metastore::Role::User).await.expect("account");
+            AccountId::parse(&creds.account_id).expect("id")
+        }
+    };
+    let (alice, mallory) = (account("alice").await, account("mallory").await);
     let secret: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let digest = Digest::of(&secret);
 
     // Alice uploads her block as data: it is now in the region's store.
-    let first = svc.create_upload(alice, "ap-guangzhou").expect("upload");
-    let mut w = svc.upload_writer(alice, &first, 0).expect("writer");
+    let first = svc.create_upload(alice, "ap-guangzhou").await.expect("upload");
+    let mut w = svc.upload_writer(alice, &first, 0).await.expect("writer");
     w.write(bytes::Bytes::from(secret.clone())).await.expect("write");
     assert_eq!(w.finish().await.expect("finish"), 1 << 20);
 
     // Mallory knows the digest but not the bytes: a guessed proof, or one made under another
     // upload's nonce, references nothing.
-    let theft = svc.create_upload(mallory, "ap-guangzhou").expect("upload");
+    let theft = svc.create_upload(mallory, "ap-guangzhou").await.expect("upload");
     let nonce = svc.upload_state(mallory, &theft).expect("state").nonce;
     let alices_nonce = svc.upload_state(alice, &first).expect("state").nonce;
     for proof in [[0u8; 32], digest.0, possession_proof(&alices_nonce, &secret)] {
-        let mut w = svc.upload_writer(mallory, &theft, 0).expect("writer");
+        let mut w = svc.upload_writer(mallory, &theft, 0).await.expect("writer");
         assert_eq!(w.reference(&[(digest.0, proof)]).await.expect("refs"), 0);
         assert_eq!(w.finish().await.expect("finish"), 0, "nothing was added");
     }
     // A digest the store does not hold is not accepted either, even with a valid proof.
     let absent = vec![9u8; 1 << 20];
-    let mut w = svc.upload_writer(mallory, &theft, 0).expect("writer");
+    let mut w = svc.upload_writer(mallory, &theft, 0).await.expect("writer");
     assert_eq!(w.reference(&[(Digest::of(&absent).0, possession_proof(&nonce, &absent))]).await.expect("refs"), 0);
     w.finish().await.expect("finish");
 
     // With the bytes, the proof holds: the block is added without being sent, and only the
     // prefix of valid references counts.
-    let again = svc.create_upload(alice, "ap-guangzhou").expect("upload");
+    let again = svc.create_upload(alice, "ap-guangzhou").await.expect("upload");
     let nonce = svc.upload_state(alice, &again).expect("state").nonce;
     let good = (digest.0, possession_proof(&nonce, &secret));
-    let mut w = svc.upload_writer(alice, &again, 0).expect("writer");
+    let mut w = svc.upload_writer(alice, &again, 0).await.expect("writer");
     assert_eq!(w.reference(&[good, (digest.0, [1; 32]), good]).await.expect("refs"), 1);
     assert_eq!(w.finish().await.expect("finish"), 1 << 20);
     let state = svc.upload_state(alice, &again).expect("state");

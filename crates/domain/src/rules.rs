@@ -8,6 +8,9 @@ use crate::region::Region;
 pub const DEFAULT_CUSTOM_IMAGE_QUOTA: u32 = 10;
 /// Accounts one custom image can be shared with (seeds: "a maximum of 50 Tencent Cloud users").
 pub const DEFAULT_SHARE_LIMIT: u32 = 50;
+/// Bytes one account's custom images and uploads in progress may take, unless the account
+/// has an override (not in the seeds: a default that keeps one tenant from filling the host).
+pub const DEFAULT_STORAGE_GIB_PER_ACCOUNT: u64 = 1024;
 /// Longest image name, in characters.
 pub const MAX_IMAGE_NAME_CHARS: usize = 60;
 /// Longest image description, in characters.
@@ -21,11 +24,18 @@ pub struct Limits {
     pub custom_images_per_region: u32,
     /// Accounts one custom image may be shared with.
     pub shares_per_image: u32,
+    /// GiB one account's custom images (their virtual disks) and uploads may take, unless the
+    /// account has an override.
+    pub storage_gib_per_account: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { custom_images_per_region: DEFAULT_CUSTOM_IMAGE_QUOTA, shares_per_image: DEFAULT_SHARE_LIMIT }
+        Self {
+            custom_images_per_region: DEFAULT_CUSTOM_IMAGE_QUOTA,
+            shares_per_image: DEFAULT_SHARE_LIMIT,
+            storage_gib_per_account: DEFAULT_STORAGE_GIB_PER_ACCOUNT,
+        }
     }
 }
 
@@ -33,6 +43,12 @@ impl Limits {
     /// The custom-image quota of an account: its override when it has one, else the default.
     pub fn custom_image_quota(&self, account_override: Option<u32>) -> u32 {
         account_override.unwrap_or(self.custom_images_per_region)
+    }
+
+    /// The storage quota of an account, in bytes: its override (GiB) when it has one, else the
+    /// default.
+    pub fn storage_quota_bytes(&self, account_override_gib: Option<u64>) -> u64 {
+        account_override_gib.unwrap_or(self.storage_gib_per_account).saturating_mul(1 << 30)
     }
 }
 

@@ -12,6 +12,8 @@ use hyper::Request;
 use imaged_api::tc3::{authorization_header_signing, ClientRequest, NONCE_HEADER};
 use serde_json::Value;
 
+/// imaged's extension service and its version.
+pub const EXTENSION: (&str, &str) = ("imaged", "2026-12-01");
 /// Default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9180";
 
@@ -99,6 +101,21 @@ impl Client {
         body: &[u8],
         unsigned: bool,
     ) -> hyper::http::request::Builder {
+        self.signed_for(("cvm", "2017-03-12"), method, path, query, content_type, body, unsigned)
+    }
+
+    /// A signed request for `(service, version)`.
+    #[allow(clippy::too_many_arguments)]
+    fn signed_for(
+        &self,
+        (service, version): (&str, &str),
+        method: &str,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: &[u8],
+        unsigned: bool,
+    ) -> hyper::http::request::Builder {
         let ts = now();
         let mut nonce = [0u8; 16];
         let _ = getrandom::fill(&mut nonce);
@@ -108,7 +125,7 @@ impl Client {
         let auth = authorization_header_signing(
             &self.secret_id,
             &self.secret_key,
-            "cvm",
+            service,
             ts,
             &req,
             unsigned,
@@ -123,7 +140,7 @@ impl Client {
             .header("Authorization", auth)
             .header(NONCE_HEADER, &nonce)
             .header("X-TC-Timestamp", ts.to_string())
-            .header("X-TC-Version", "2017-03-12")
+            .header("X-TC-Version", version)
             .header("X-TC-Region", &self.region)
             .header("X-TC-Language", "en-US");
         if unsigned {
@@ -148,6 +165,16 @@ impl Client {
         let body = serde_json::to_vec(params)?;
         let req = self
             .signed("POST", "/", "", "application/json", &body, false)
+            .header("X-TC-Action", action)
+            .body(Full::new(Bytes::from(body)))?;
+        Self::envelope(self.send(req).await?).await
+    }
+
+    /// Calls an action of imaged's extension service (`imaged`, `2026-12-01`).
+    pub async fn call_extension(&self, action: &str, params: &Value) -> anyhow::Result<Value> {
+        let body = serde_json::to_vec(params)?;
+        let req = self
+            .signed_for(EXTENSION, "POST", "/", "", "application/json", &body, false)
             .header("X-TC-Action", action)
             .body(Full::new(Bytes::from(body)))?;
         Self::envelope(self.send(req).await?).await

@@ -15,6 +15,7 @@
 //! | networks and hosts imports may reach | | `IMAGED_IMPORT_ALLOW` (comma-separated) | `[imports]` `allow` | none: public addresses only |
 //! | import fetch timeouts | | | `[imports]` `connect_timeout_secs`, `idle_timeout_secs`, `max_transfer_secs` | 10, 30, 21600 |
 //! | scratch limits | | | `[imports]` `scratch_per_job_gib`, `scratch_share_percent`, `max_inflation_ratio` | 2048, 50, 100 |
+//! | upload expiry after the last append, seconds | | | `[imports]` `upload_expiry_secs` | 604800 (a week) |
 //! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
 //! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60 |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
@@ -99,6 +100,8 @@ pub struct ImportsConfig {
     pub scratch_share_percent: Option<u8>,
     /// How many times its size a compressed import may inflate to.
     pub max_inflation_ratio: Option<u64>,
+    /// Seconds an upload lives after its last append.
+    pub upload_expiry_secs: Option<u64>,
 }
 
 /// `[workers]`: the job worker pools.

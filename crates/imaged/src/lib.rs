@@ -69,5 +69,8 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     if let Some(ratio) = imports.max_inflation_ratio {
         data.max_inflation_ratio = ratio.max(1);
     }
+    if let Some(secs) = imports.upload_expiry_secs {
+        data.upload_expiry_secs = secs.max(1);
+    }
     Ok(Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data))
 }

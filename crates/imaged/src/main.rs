@@ -123,6 +123,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show the caller's storage quota and its use (DescribeStorageQuota, an imaged extension).
+    StorageQuota {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Copy a custom image to other regions (SyncImages); waits with a progress bar and prints
     /// {"ImageSet": [{"ImageId", "Region"}]}.
     Sync {
@@ -195,6 +200,18 @@ enum AccountCommand {
     },
     /// List accounts as JSON.
     List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set or clear an account's storage quota: the GiB its custom images' virtual disks and
+    /// its uploads may take.
+    SetStorageQuota {
+        /// The account id.
+        #[arg(long)]
+        account: String,
+        /// The quota in GiB; omit to return to the configured default.
+        #[arg(long)]
+        gib: Option<u64>,
         #[command(flatten)]
         common: Common,
     },
@@ -589,6 +606,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::StorageQuota { client } => {
+            print_json(&client.client()?.call_extension("DescribeStorageQuota", &serde_json::json!({})).await?)
+        }
         Command::Sync { image_id, to, name, client } => {
             let c = client.client()?;
             let mut params =
@@ -666,6 +686,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "role": a.role.as_str(),
                             "createdTime": a.created_at.iso8601(),
                             "imageQuota": a.image_quota,
+                            "storageQuotaGiB": a.storage_quota_gib,
                         })
                     })
                     .collect();
@@ -675,6 +696,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let svc = open_service(&load(&common, None)?).await?;
                 svc.set_image_quota(account_id(&account)?, quota).await?;
                 Ok(())
+            }
+            AccountCommand::SetStorageQuota { account, gib, common } => {
+                let svc = open_service(&load(&common, None)?).await?;
+                let id = account_id(&account)?;
+                svc.set_storage_quota(id, gib).await?;
+                print_json(&svc.storage_usage(id).await?)
             }
         },
         Command::Key(cmd) => match cmd {

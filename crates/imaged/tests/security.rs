@@ -776,3 +776,79 @@ print(json.dumps(c.call_json("DescribeImages", {{"ImageIds": ["img-eb30mz89"]}})
     assert_eq!(v["ImageSet"][0]["ImageId"], "img-eb30mz89", "{v}");
     assert!(plain.map_or(true, |r| r.status != 200), "no plaintext answer on the TLS port");
 }
+
+#[test]
+fn each_account_has_a_storage_quota_and_uploads_live_until_they_expire() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let big = work.path().join("big.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&big)
+        .arg("2G")
+        .status()
+        .expect("qemu-img");
+    assert!(made.success());
+    let remote = Remote::start("127.0.0.1", Behaviour::Body(std::fs::read(&big).expect("read")));
+    let server = Server::start_with(
+        Backend::Sqlite,
+        "storage",
+        "[imports]\nallow = [\"127.0.0.0/8\"]\nupload_expiry_secs = 3\n[limits]\nstorage_gib_per_account = 1\n",
+    )
+    .expect("sqlite");
+    let user = server.create_account("storer");
+
+    // The extension action, through the SDK's common client, and the CLI.
+    let quota = server.python(
+        &user,
+        r#"from tencentcloud.common.common_client import CommonClient
+hp = HttpProfile(protocol="http", endpoint=os.environ["IMAGED_ENDPOINT"])
+cc = CommonClient("imaged", "2026-12-01", credential.Credential(os.environ["SECRET_ID"], os.environ["SECRET_KEY"]),
+    "ap-guangzhou", profile=ClientProfile(httpProfile=hp))
+result = cc.call_json("DescribeStorageQuota", {})["Response"]"#,
+    );
+    assert_eq!(quota["QuotaBytes"], 1u64 << 30, "{quota}");
+    assert_eq!(quota["UsedBytes"], 0);
+
+    // A 2 GiB disk does not fit in 1 GiB: the import fails with the reason, nothing is kept.
+    let img = import_all(&server, &user, &[format!("http://{}/big.qcow2", remote.addr)]).remove(0);
+    assert_eq!(img["ImageState"], "IMPORTFAILED", "{img}");
+    assert!(img["FailureReason"].as_str().is_some_and(|r| r.starts_with("storage-quota:")), "{img}");
+    let files = Remote::start("127.0.0.1", Behaviour::Body(disk_bytes()));
+    let small = import_all(&server, &user, &[format!("http://{}/d.raw", files.addr)]);
+    assert_eq!(small[0]["ImageState"], "NORMAL", "{}", small[0]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .arg("storage-quota")
+        .env("IMAGED_ENDPOINT", format!("http://{}", server.addr))
+        .env("TENCENTCLOUD_SECRET_ID", &user.secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", &user.secret_key)
+        .output()
+        .expect("imaged storage-quota");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(shown["ImageBytes"], 1 << 20, "the imported MiB counts: {shown}");
+
+    // An upload may not outgrow the quota; an operator can lift it.
+    let created = upload_op(&server, &user, "Op=create", b"");
+    let id = created["UploadId"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+    let zero = upload_op(&server, &user, &format!("Op=zero&UploadId={id}&Offset=0&Length={}", 2u64 << 30), b"");
+    assert_eq!(zero["Error"]["Code"], "LimitExceeded.StorageQuota", "{zero}");
+    let lifted = server.cli(&["account", "set-storage-quota", "--account", &user.account_id, "--gib", "4"]);
+    assert!(lifted.status.success(), "{}", String::from_utf8_lossy(&lifted.stderr));
+    let block = vec![9u8; 1 << 20];
+    let appended = upload_op(&server, &user, &format!("Op=append&UploadId={id}&Offset=0"), &block);
+    assert_eq!(appended["Size"], 1 << 20, "{appended}");
+
+    // GC keeps a paused upload's blocks until it expires, then forgets the upload.
+    let gc = server.cli(&["gc", "--grace-secs", "0"]);
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    let status = upload_op(&server, &user, &format!("Op=status&UploadId={id}"), b"");
+    assert_eq!(status["Size"], 1 << 20, "the upload survives GC: {status}");
+    assert!(status["ExpiresAt"].is_string(), "{status}");
+    std::thread::sleep(Duration::from_secs(4));
+    let expired = upload_op(&server, &user, &format!("Op=status&UploadId={id}"), b"");
+    assert_eq!(expired["Error"]["Code"], "ResourceNotFound", "{expired}");
+    assert!(expired["Error"]["Message"].as_str().is_some_and(|m| m.contains("expired")), "{expired}");
+    let gc = server.cli(&["gc", "--grace-secs", "0"]);
+    assert!(gc.status.success());
+    assert!(!server.dir.path().join(format!("uploads/{id}.owner")).exists(), "GC forgot the expired upload");
+}

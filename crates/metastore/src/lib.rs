@@ -88,6 +88,8 @@ pub struct AccountRecord {
     pub created_at: Timestamp,
     /// Per-account custom-image quota, overriding the configured default.
     pub image_quota: Option<u32>,
+    /// Per-account storage quota in GiB, overriding the configured default.
+    pub storage_quota_gib: Option<u64>,
 }
 
 /// Whether an API key may authenticate.
@@ -176,6 +178,8 @@ pub trait AccountStore: Send + Sync {
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
     /// Sets or clears an account's custom-image quota override; false when no such account.
     async fn set_image_quota(&self, id: AccountId, quota: Option<u32>) -> Result<bool>;
+    /// Sets or clears an account's storage quota override (GiB); false when no such account.
+    async fn set_storage_quota(&self, id: AccountId, gib: Option<u64>) -> Result<bool>;
 }
 
 /// API keys.
@@ -246,6 +250,9 @@ pub trait ImageStore: Send + Sync {
     /// An image being imported may be deleted: that cancels the import (its job finds the image
     /// gone and writes nothing more). False when there was no such image.
     async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>>;
+    /// Bytes of the virtual disks of `owner`'s custom images that have their bytes (in every
+    /// region): what counts toward its storage quota.
+    async fn image_bytes(&self, owner: AccountId) -> Result<u64>;
 }
 
 /// Instances.

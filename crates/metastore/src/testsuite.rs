@@ -38,6 +38,33 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share(store.clone()).await;
     exported_files_are_recorded_with_the_account_that_made_them(store).await;
     a_signature_is_recorded_once_even_by_concurrent_servers(store.clone()).await;
+    storage_quotas_are_overridden_and_image_bytes_counted_per_owner(store).await;
+}
+
+async fn storage_quotas_are_overridden_and_image_bytes_counted_per_owner<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "storage-owner").await;
+    assert_eq!(store.get_account(owner).await.expect("db").and_then(|a| a.storage_quota_gib), None);
+    assert!(store.set_storage_quota(owner, Some(7)).await.expect("db"));
+    assert_eq!(store.get_account(owner).await.expect("db").and_then(|a| a.storage_quota_gib), Some(7));
+    assert!(store.set_storage_quota(owner, None).await.expect("db"));
+    assert!(!store.set_storage_quota(AccountId(9), Some(1)).await.expect("db"), "no such account");
+    assert_eq!(store.image_bytes(owner).await.expect("db"), 0);
+    for (n, region) in ["ap-beijing", "ap-shanghai"].into_iter().enumerate() {
+        let img = custom_image(owner, region, "counted", 230 + n as u8);
+        store.insert_custom_image(&img, 10).await.expect("db").expect("inserted");
+        let record = ManifestRecord {
+            image: img.id.clone(),
+            region: region.into(),
+            manifest: vec![1],
+            blocks: vec![],
+            source_format: "raw".into(),
+            virtual_size: 3 << 20,
+        };
+        store.attach_manifest(&img, &record).await.expect("attach");
+    }
+    let pending = custom_image(owner, "ap-beijing", "no-bytes-yet", 232);
+    store.insert_custom_image(&pending, 10).await.expect("db").expect("inserted");
+    assert_eq!(store.image_bytes(owner).await.expect("db"), 6 << 20, "images with bytes, in every region");
 }
 
 async fn a_signature_is_recorded_once_even_by_concurrent_servers<S: MetaStore + Clone + 'static>(store: S) {

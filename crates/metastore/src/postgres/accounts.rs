@@ -15,6 +15,7 @@ fn to_account(r: &Row) -> Result<AccountRecord> {
         role: Role::parse(r.get(2))?,
         created_at: Timestamp(r.get(3)),
         image_quota: r.get::<_, Option<i64>>(4).map(|q| u32::try_from(q).unwrap_or(u32::MAX)),
+        storage_quota_gib: r.get::<_, Option<i64>>(5).map(|q| q.unsigned_abs()),
     })
 }
 
@@ -28,7 +29,7 @@ fn to_key(r: &Row) -> Result<KeyRecord> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, role, created_at, image_quota";
+const ACCOUNT_COLUMNS: &str = "id, name, role, created_at, image_quota, storage_quota_gib";
 const KEY_COLUMNS: &str = "secret_id, account_id, sealed_secret, status, created_at";
 
 #[async_trait]
@@ -70,6 +71,15 @@ impl AccountStore for PostgresStore {
     async fn set_image_quota(&self, id: AccountId, quota: Option<u32>) -> Result<bool> {
         let conn = self.conn().await?;
         conn.execute("UPDATE accounts SET image_quota = $1 WHERE id = $2", &[&quota.map(i64::from), &(id.0 as i64)])
+            .await
+            .map(|n| n == 1)
+            .map_err(db_err)
+    }
+
+    async fn set_storage_quota(&self, id: AccountId, gib: Option<u64>) -> Result<bool> {
+        let gib = gib.map(|g| i64::try_from(g).unwrap_or(i64::MAX));
+        let conn = self.conn().await?;
+        conn.execute("UPDATE accounts SET storage_quota_gib = $1 WHERE id = $2", &[&gib, &(id.0 as i64)])
             .await
             .map(|n| n == 1)
             .map_err(db_err)

@@ -229,4 +229,17 @@ impl ImageStore for PostgresStore {
         tx.commit().await.map_err(db_err)?;
         Ok(Ok(true))
     }
+
+    async fn image_bytes(&self, owner: AccountId) -> Result<u64> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(
+                "SELECT COALESCE(SUM(m.virtual_size), 0)::BIGINT FROM images i
+                 JOIN image_manifests m ON m.image_id = i.id WHERE i.owner_id = $1",
+                &[&(owner.0 as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.get::<_, i64>(0).unsigned_abs())
+    }
 }

@@ -123,4 +123,5 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX seen_signatures_by_expiry ON seen_signatures(expires_at);",
     ),
+    (7, "ALTER TABLE accounts ADD COLUMN storage_quota_gib BIGINT;"),
 ];

@@ -11,17 +11,20 @@ use crate::{
 use imaged_domain::time::Timestamp;
 use imaged_domain::AccountId;
 
-fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, i64, Option<i64>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type AccountRow = (i64, String, String, i64, Option<i64>, Option<i64>);
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn to_account(row: (i64, String, String, i64, Option<i64>)) -> Result<AccountRecord> {
+fn to_account(row: AccountRow) -> Result<AccountRecord> {
     Ok(AccountRecord {
         id: account_from_column(row.0),
         name: row.1,
         role: Role::parse(&row.2)?,
         created_at: Timestamp(row.3),
         image_quota: row.4.map(|q| u32::try_from(q).unwrap_or(u32::MAX)),
+        storage_quota_gib: row.5.map(|q| q.unsigned_abs()),
     })
 }
 
@@ -39,7 +42,7 @@ fn to_key(row: (String, i64, Vec<u8>, String, i64)) -> Result<KeyRecord> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, role, created_at, image_quota";
+const ACCOUNT_COLUMNS: &str = "id, name, role, created_at, image_quota, storage_quota_gib";
 const KEY_COLUMNS: &str = "secret_id, account_id, sealed_secret, status, created_at";
 
 #[async_trait]
@@ -68,7 +71,14 @@ impl AccountStore for SqliteStore {
                 )
                 .map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
-                Ok(Ok(AccountRecord { id: account_from_column(next), name, role, created_at: now, image_quota: None }))
+                Ok(Ok(AccountRecord {
+                    id: account_from_column(next),
+                    name,
+                    role,
+                    created_at: now,
+                    image_quota: None,
+                    storage_quota_gib: None,
+                }))
             })
             .await
     }
@@ -100,6 +110,17 @@ impl AccountStore for SqliteStore {
         self.writer
             .run(move |conn| {
                 conn.execute("UPDATE accounts SET image_quota = ?1 WHERE id = ?2", params![quota, id.0 as i64])
+                    .map(|n| n == 1)
+                    .map_err(db_err)
+            })
+            .await
+    }
+
+    async fn set_storage_quota(&self, id: AccountId, gib: Option<u64>) -> Result<bool> {
+        let gib = gib.map(|g| i64::try_from(g).unwrap_or(i64::MAX));
+        self.writer
+            .run(move |conn| {
+                conn.execute("UPDATE accounts SET storage_quota_gib = ?1 WHERE id = ?2", params![gib, id.0 as i64])
                     .map(|n| n == 1)
                     .map_err(db_err)
             })

@@ -261,4 +261,18 @@ impl ImageStore for SqliteStore {
             })
             .await
     }
+
+    async fn image_bytes(&self, owner: AccountId) -> Result<u64> {
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "SELECT COALESCE(SUM(m.virtual_size), 0) FROM images i JOIN image_manifests m ON m.image_id = i.id
+                     WHERE i.owner_id = ?1",
+                )
+                .and_then(|mut st| st.query_row(params![owner.0 as i64], |r| r.get::<_, i64>(0)))
+                .map(i64::unsigned_abs)
+                .map_err(db_err)
+            })
+            .await
+    }
 }
