@@ -78,10 +78,10 @@ impl Default for ListenerLimits {
     }
 }
 
-/// The server and connection a request arrived on (a request extension): the replay check
-/// binds a signature to the connection that first used it.
-#[derive(Debug, Clone)]
-pub struct ConnectionId(pub String);
+/// The address of the client a request came from (a request extension): the replay check
+/// binds a signature to the client that first used it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
@@ -161,8 +161,6 @@ pub async fn serve(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let registry =
         Arc::new(Registry { conns: Mutex::new(HashMap::new()), next: AtomicU64::new(0), epoch: Instant::now() });
-    // Connection ids are unique across servers and restarts: a random prefix per listener.
-    let server = request_id();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -172,7 +170,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors, or the peer left before we accepted: wait a little.
@@ -187,7 +185,7 @@ pub async fn serve(
             continue;
         };
         let (router, registry, stop) = (router.clone(), Arc::clone(&registry), stop_rx.clone());
-        let connection = ConnectionId(format!("{server}/{id}"));
+        let connection = ClientAddr(peer.ip().to_canonical());
         let acceptor = acceptor.clone();
         tasks.spawn(async move {
             match acceptor {
@@ -245,13 +243,13 @@ async fn serve_connection<IO>(
     state: Arc<ConnState>,
     limits: ListenerLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    connection: ConnectionId,
+    connection: ClientAddr,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_state = Arc::clone(&state);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(connection.clone());
+        req.extensions_mut().insert(connection);
         let mut router = router.clone();
         let guard = ActiveGuard::new(Arc::clone(&service_state));
         async move {

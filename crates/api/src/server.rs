@@ -328,7 +328,7 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
     };
 
     // The replay check, once the request is known to be well formed: only what runs is counted.
-    let usage = SignatureUse { read_only: is_read_only(action.name), connection: connection_of(&parts.extensions) };
+    let usage = SignatureUse { read_only: is_read_only(action.name), client: client_of(&parts.extensions) };
     admit(&service, &auth, &usage).await?;
 
     let ctx = Ctx { service: &service, caller: auth.account, region: region.as_ref(), request_id: &request_id };
@@ -361,24 +361,25 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
 }
 
 /// How a verified signature is used, for the replay check. The official SDKs sign only
-/// `content-type;host` and the body, not the action, so the same signature could be resent
-/// with another action (a captured read resent as `TerminateInstances`) or resent as is (a
-/// launch replayed). A signature is therefore bound to the connection it was first used on:
-/// later uses on another connection, or on another server, are refused unless they only
-/// read. A client's own sequence (a read then a change with the same body within one second,
-/// a repeated read while polling) travels on one kept-alive connection and passes.
+/// `content-type;host` and the body, not the action or the region, so the same signature
+/// could be resent with another action (a captured read resent as `TerminateInstances`) or
+/// as is (a launch replayed). A signature is therefore bound to the client address that first
+/// used it: a later change from another address, at any server of the deployment, is refused.
+/// The client's own sequence (`DescribeImages` then `DeleteImages` of the same image within
+/// one second: the same body, hence the same signature; a repeated read while polling) comes
+/// from its own address and passes. Reads pass from anywhere.
 pub(crate) struct SignatureUse {
     /// Whether the request changes nothing.
     pub(crate) read_only: bool,
-    /// The server and connection the request arrived on.
-    pub(crate) connection: String,
+    /// The client's address.
+    pub(crate) client: String,
 }
 
-/// The connection a request arrived on (set by the listener), or a key of its own when
-/// there is none (a request served without the listener never matches another).
-pub(crate) fn connection_of(extensions: &axum::http::Extensions) -> String {
-    match extensions.get::<crate::listener::ConnectionId>() {
-        Some(id) => id.0.clone(),
+/// The address a request came from (set by the listener), or a key of its own when there is
+/// none (a request served without the listener never matches another).
+pub(crate) fn client_of(extensions: &axum::http::Extensions) -> String {
+    match extensions.get::<crate::listener::ClientAddr>() {
+        Some(addr) => addr.0.to_string(),
         None => request_id(),
     }
 }
@@ -395,12 +396,12 @@ pub(crate) struct Authenticated {
 
 /// The replay check of an authenticated request, just before it runs.
 pub(crate) async fn admit(service: &Service, auth: &Authenticated, usage: &SignatureUse) -> Result<(), ApiError> {
-    if service.admit_signature(&auth.signature, &usage.connection, usage.read_only, auth.signed_at).await? {
+    if service.admit_signature(&auth.signature, &usage.client, usage.read_only, auth.signed_at).await? {
         return Ok(());
     }
     Err(ApiError::signature_failure(
-        "this signature was already used by another connection; a request that changes something is accepted \
-         once (send it again: it will be signed anew)",
+        "this signature was already used from another address; a signed request that changes something is \
+         accepted only from the client that first sent it",
     ))
 }
 

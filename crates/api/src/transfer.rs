@@ -23,7 +23,7 @@ use imaged_app::data::UploadError;
 use imaged_app::Service;
 
 use crate::error::{code, ApiError, Language};
-use crate::server::{admit, authenticate, connection_of, envelope, json_response, request_id, SignatureUse};
+use crate::server::{admit, authenticate, client_of, envelope, json_response, request_id, SignatureUse};
 
 /// Largest append in one request.
 pub(crate) const MAX_APPEND_BYTES: u64 = 256 << 20;
@@ -91,7 +91,7 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
     let op = query_param(&query, "Op").ok_or_else(|| ApiError::missing("Op"))?;
     let auth = authenticate(&service, &parts.headers, ("POST", "/upload", &query), b"").await?;
     let caller = auth.account;
-    let usage = SignatureUse { read_only: op == "status", connection: connection_of(&parts.extensions) };
+    let usage = SignatureUse { read_only: op == "status", client: client_of(&parts.extensions) };
     admit(&service, &auth, &usage).await?;
     let upload_id = || query_param(&query, "UploadId").ok_or_else(|| ApiError::missing("UploadId"));
     let out = match op.as_str() {
@@ -194,7 +194,7 @@ pub(crate) async fn download(State(service): State<Service>, req: Request<Body>)
     let found = async {
         let auth = authenticate(&service, &parts.headers, ("GET", "/download", &query), b"").await?;
         let caller = auth.account;
-        admit(&service, &auth, &SignatureUse { read_only: true, connection: connection_of(&parts.extensions) }).await?;
+        admit(&service, &auth, &SignatureUse { read_only: true, client: client_of(&parts.extensions) }).await?;
         let bucket = query_param(&query, "Bucket").ok_or_else(|| ApiError::missing("Bucket"))?;
         let name = query_param(&query, "Name").ok_or_else(|| ApiError::missing("Name"))?;
         let path = service.exported_file(caller, &bucket, &name).await?.ok_or_else(|| {

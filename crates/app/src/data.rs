@@ -50,6 +50,8 @@ pub struct DataConfig {
     pub max_inflation_ratio: u64,
     /// Seconds an upload lives after its last append.
     pub upload_expiry_secs: u64,
+    /// Whether signatures are checked for replays (off only behind a gateway that does it).
+    pub replay_check: bool,
 }
 
 impl DataConfig {
@@ -74,6 +76,7 @@ impl DataConfig {
             scratch_share_percent: DEFAULT_SCRATCH_SHARE_PERCENT,
             max_inflation_ratio: DEFAULT_MAX_INFLATION_RATIO,
             upload_expiry_secs: DEFAULT_UPLOAD_EXPIRY_SECS,
+            replay_check: true,
         })
     }
 

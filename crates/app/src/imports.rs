@@ -357,7 +357,11 @@ impl Service {
         tokio::task::spawn_blocking(move || convert_to_raw(&src, format, size, &dest))
             .await
             .map_err(JobFailure::retry)?
-            .map_err(|e| JobFailure::permanent(format!("corrupt: {e}")))
+            .map_err(|e| {
+                // qemu-img's words name the server's files: they stay in the log.
+                tracing::warn!("converting an inspected {format} image failed: {e}");
+                JobFailure::permanent(format!("corrupt: the {format} image could not be converted to a disk"))
+            })
     }
 
     /// Records the manifest and makes the image NORMAL.

@@ -135,6 +135,8 @@ impl Service {
                 }
             }
         };
+        // What tenants read (FailureReason, ErrorMsg, task errors) never names the server's files.
+        let outcome = outcome.map_err(|f| JobFailure { message: self.redact_paths(&f.message), ..f });
         let finished = match &outcome {
             Ok(result) => self.store().finish_job(job.id, JobState::Succeeded, Some(result), None, now()).await,
             Err(f) if f.permanent || job.attempts >= MAX_ATTEMPTS => {
@@ -202,6 +204,23 @@ impl Service {
         }
     }
 
+    /// `message` with the server's own directories (data, import, buckets) replaced by a
+    /// placeholder: a failure's text may quote a tool that names files.
+    fn redact_paths(&self, message: &str) -> String {
+        let data = self.data();
+        let mut dirs: Vec<String> = std::iter::once(&data.data_dir)
+            .chain(data.import_dir.iter())
+            .chain(data.buckets.values())
+            .flat_map(|d| [d.canonicalize().ok(), Some(d.clone())])
+            .flatten()
+            .map(|d| d.to_string_lossy().into_owned())
+            .filter(|d| d.len() > 1)
+            .collect();
+        // Longest first, so that a directory inside another is replaced whole.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        dirs.iter().fold(message.to_owned(), |text, dir| text.replace(dir.as_str(), "<server>"))
+    }
+
     /// Marks what a failed job was filling or operating on as failed, with the reason: the
     /// image (CREATEFAILED, IMPORTFAILED) and the instances whose operation it carried.
     async fn fail_job_target(&self, job: &JobRecord, message: &str) {
@@ -235,5 +254,43 @@ impl Service {
         if let Err(e) = self.store().update_image_if_state(&image, was).await {
             tracing::warn!(image = %id, "marking the image failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DataConfig;
+    use crate::MasterKey;
+    use imaged_domain::rules::Limits;
+    use imaged_domain::RegionCatalog;
+    use imaged_metastore::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn failure_texts_never_name_the_servers_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("meta.db")).await.expect("open");
+        let mut data = DataConfig::local(dir.path()).expect("data");
+        let imports = tempfile::tempdir().expect("imports");
+        data.import_dir = Some(imports.path().to_owned());
+        let svc = Service::new(
+            Arc::new(store),
+            RegionCatalog::default(),
+            Limits::default(),
+            MasterKey::from_bytes([1; 32]),
+            data,
+        );
+        let scratch = dir.path().join("scratch/job-7/download");
+        let text = format!(
+            "qemu-img: Could not open '{}': Invalid argument; see {}/x.vmdk",
+            scratch.display(),
+            imports.path().display()
+        );
+        let redacted = svc.redact_paths(&text);
+        assert_eq!(
+            redacted,
+            "qemu-img: Could not open '<server>/scratch/job-7/download': Invalid argument; see <server>/x.vmdk"
+        );
+        assert_eq!(svc.redact_paths("HTTP 404"), "HTTP 404");
     }
 }

@@ -18,6 +18,7 @@
 //! | upload expiry after the last append, seconds | | | `[imports]` `upload_expiry_secs` | 604800 (a week) |
 //! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
 //! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60 |
+//! | replay check | | | `[http]` `replay_check` | on |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //!
@@ -126,6 +127,9 @@ pub struct HttpConfig {
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds a kept-alive connection may sit idle.
     pub idle_timeout_secs: Option<u64>,
+    /// Whether signatures are checked for replays (default on; off only behind a gateway that
+    /// refuses replays itself).
+    pub replay_check: Option<bool>,
 }
 
 /// The resolved configuration.

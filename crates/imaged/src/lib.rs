@@ -60,6 +60,7 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     egress.idle_timeout = secs(imports.idle_timeout_secs, egress.idle_timeout);
     egress.max_transfer_time = secs(imports.max_transfer_secs, egress.max_transfer_time);
     data.egress = egress;
+    data.replay_check = cfg.http.replay_check.unwrap_or(true);
     if let Some(gib) = imports.scratch_per_job_gib {
         data.scratch_per_job = gib.saturating_mul(1 << 30);
     }

@@ -425,16 +425,32 @@ result = out;"#
     assert_eq!(r["badkey"]["error"], "AuthFailure.SignatureFailure", "a wrong secret still fails: {}", r["badkey"]);
 }
 
-/// A signed API request with a fixed timestamp: the same bytes every time.
-fn signed(server: &Server, creds: &Creds, action: &str, body: &str, ts: i64) -> Value {
-    let r =
-        support::signed_request(&server.addr, creds, "POST", "", "application/json", action, body.as_bytes(), ts, &[]);
+/// A signed API request with a fixed timestamp (the same bytes every time), sent from the
+/// local address `from` (distinct loopback addresses are distinct clients).
+fn signed_from(server: &Server, from: &str, creds: &Creds, action: &str, body: &str, ts: i64) -> Value {
+    let bytes = support::signed_request_bytes(
+        &server.addr,
+        creds,
+        "POST",
+        "/",
+        "",
+        "application/json",
+        action,
+        body.as_bytes(),
+        ts,
+        &[],
+    );
+    let r = support::raw_from(from, &server.addr, &bytes).expect("an answer");
     r.assert_envelope();
     r.json()["Response"].clone()
 }
 
+fn signed(server: &Server, creds: &Creds, action: &str, body: &str, ts: i64) -> Value {
+    signed_from(server, "127.0.0.1", creds, action, body, ts)
+}
+
 #[test]
-fn a_signature_changes_something_once_and_cannot_be_moved_to_another_action_or_path() {
+fn a_signature_changes_something_only_for_its_client_and_cannot_be_moved_to_another_action_or_path() {
     let server = Server::start(Backend::Sqlite, "replay").expect("sqlite");
     let user = server.create_account("replayed");
     let ts = support::now();
@@ -443,22 +459,27 @@ fn a_signature_changes_something_once_and_cannot_be_moved_to_another_action_or_p
     );
     let first = signed(&server, &user, "RunInstances", &run, ts);
     let id = first["InstanceIdSet"][0].as_str().unwrap_or_else(|| panic!("{first}")).to_owned();
+    // Another client (another address) replays the captured launch: refused, every time.
     for _ in 0..2 {
-        let again = signed(&server, &user, "RunInstances", &run, ts);
+        let again = signed_from(&server, "127.0.0.2", &user, "RunInstances", &run, ts);
         assert_eq!(again["Error"]["Code"], "AuthFailure.SignatureFailure", "a replayed launch: {again}");
     }
-    // A read may repeat (SDK polling sends identical requests); the same signature with another
-    // action may not.
+    // Reads repeat from anywhere; the client's own change with the same body (a describe, then
+    // a stop of the same instance, within one second) passes; the same signature swapped to
+    // another action by someone else does not.
     let describe = format!(r#"{{"InstanceIds": ["{id}"]}}"#);
-    for _ in 0..2 {
-        let r = signed(&server, &user, "DescribeInstances", &describe, ts);
+    for from in ["127.0.0.1", "127.0.0.3"] {
+        let r = signed_from(&server, from, &user, "DescribeInstances", &describe, ts);
         assert_eq!(r["TotalCount"], 1, "{r}");
     }
-    let swapped = signed(&server, &user, "TerminateInstances", &describe, ts);
+    let swapped = signed_from(&server, "127.0.0.3", &user, "TerminateInstances", &describe, ts);
     assert_eq!(swapped["Error"]["Code"], "AuthFailure.SignatureFailure", "{swapped}");
     let listed = signed(&server, &user, "DescribeInstances", r#"{"Limit": 100}"#, ts);
     assert_eq!(listed["TotalCount"], 1, "one launch, nothing terminated: {listed}");
     assert_ne!(listed["InstanceSet"][0]["InstanceState"], "TERMINATING");
+    // (The launch may still be running: the stop is then refused by the instance, not as a replay.)
+    let own = signed(&server, &user, "StopInstances", &describe, ts);
+    assert_ne!(own["Error"]["Code"], "AuthFailure.SignatureFailure", "the client's own change passes: {own}");
 
     // A signature made for `/` does not authorise `/download` (the path is signed).
     let query = "Bucket=exports&Name=x";
@@ -496,7 +517,7 @@ fn a_replay_is_refused_by_another_server_of_the_same_deployment() {
     let body = format!(r#"{{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{PUBLIC_IMAGE}"}}"#);
     let r = signed(&first, &user, "RunInstances", &body, ts);
     assert!(r["InstanceIdSet"][0].is_string(), "{r}");
-    // The same bytes, Host included (as behind a load balancer), arrive at the other server.
+    // The same bytes, Host included, arrive at the other server from another client.
     let ct = "application/json";
     let req = imaged_api::tc3::ClientRequest {
         method: "POST",
@@ -508,8 +529,19 @@ fn a_replay_is_refused_by_another_server_of_the_same_deployment() {
     };
     let auth = imaged_api::tc3::authorization_header(&user.secret_id, &user.secret_key, "cvm", ts, &req);
     let extra = [("Host", first.addr.as_str()), ("Authorization", auth.as_str())];
-    let replayed =
-        support::signed_request(&second.addr, &user, "POST", "", ct, "RunInstances", body.as_bytes(), ts, &extra);
+    let bytes = support::signed_request_bytes(
+        &second.addr,
+        &user,
+        "POST",
+        "/",
+        "",
+        ct,
+        "RunInstances",
+        body.as_bytes(),
+        ts,
+        &extra,
+    );
+    let replayed = support::raw_from("127.0.0.2", &second.addr, &bytes).expect("an answer");
     let replayed = replayed.assert_envelope().json()["Response"].clone();
     assert_eq!(replayed["Error"]["Code"], "AuthFailure.SignatureFailure", "{replayed}");
     let quota = signed(&second, &user, "DescribeImageQuota", "{}", ts);

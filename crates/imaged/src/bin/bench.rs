@@ -262,39 +262,16 @@ fn main() -> anyhow::Result<()> {
     drop(fill_rt);
     eprintln!("filled {} images over {} accounts in {:.1} s", o.images, o.accounts, t.elapsed().as_secs_f64());
 
-    let exe = std::env::current_exe()?.with_file_name("imaged");
-    let mut child = Command::new(&exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", exe.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut addr = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        if let Some(rest) = line?.strip_prefix("imaged listening on http://") {
-            addr = rest.split_whitespace().next().map(str::to_owned);
-            break;
-        }
-    }
-    let addr = addr.context("server address")?;
-    let pid = child.id();
-
     // The load generator gets one thread; the server has the machine's cores.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(async {
-        let floor = drive(&addr, &keys, o.clients, (o.seconds / 4).max(2), true).await?;
-        let run = drive(&addr, &keys, o.clients, o.seconds, false).await?;
-        anyhow::Ok((floor, run))
-    });
-    let peak = peak_rss_mib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    // The same store served twice: with the replay check (the default), and without it.
+    let with_check = measure(&rt, dir.path(), &env, &keys, &o, true);
+    let without_check = measure(&rt, dir.path(), &env, &keys, &o, false);
     if let Some((url, schema)) = &pg {
         rt.block_on(imaged_metastore::postgres::drop_schema(url, schema))?;
     }
-    let (floor, run) = result?;
+    let (floor, run, peak) = with_check?;
+    let (_, plain, _) = without_check?;
 
     let rps = run.requests as f64 / run.elapsed.as_secs_f64();
     let floor_rps = floor.requests as f64 / floor.elapsed.as_secs_f64();
@@ -321,9 +298,58 @@ fn main() -> anyhow::Result<()> {
         pct(&floor.latencies_us, 0.99)
     );
     println!("ratio              {:.2} of the /healthz rate", rps / floor_rps);
+    let plain_rps = plain.requests as f64 / plain.elapsed.as_secs_f64();
+    println!(
+        "without replay check {plain_rps:.0} req/s  p50 {:.2} ms  p99 {:.2} ms; the check costs {:.1} % of it",
+        pct(&plain.latencies_us, 0.5),
+        pct(&plain.latencies_us, 0.99),
+        (1.0 - rps / plain_rps) * 100.0
+    );
     println!("server peak RSS    {peak:.1} MiB");
-    if run.errors > 0 {
-        bail!("{} requests failed", run.errors);
+    if run.errors + plain.errors > 0 {
+        bail!("{} requests failed", run.errors + plain.errors);
     }
     Ok(())
+}
+
+/// Starts `imaged serve` on the filled data directory (with or without the replay check),
+/// measures the `/healthz` floor and then `DescribeImages`; returns both runs and the server's
+/// peak memory.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    keys: &[(String, String)],
+    o: &Opts,
+    replay_check: bool,
+) -> anyhow::Result<(Run, Run, f64)> {
+    std::fs::write(dir.join("imaged.toml"), format!("[http]\nreplay_check = {replay_check}\n"))?;
+    let exe = std::env::current_exe()?.with_file_name("imaged");
+    let mut child = Command::new(&exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut addr = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if let Some(rest) = line?.strip_prefix("imaged listening on http://") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+    }
+    let addr = addr.context("server address")?;
+    let pid = child.id();
+    let result = rt.block_on(async {
+        let floor = drive(&addr, keys, o.clients, (o.seconds / 4).max(2), true).await?;
+        let run = drive(&addr, keys, o.clients, o.seconds, false).await?;
+        anyhow::Ok((floor, run))
+    });
+    let peak = peak_rss_mib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (floor, run) = result?;
+    Ok((floor, run, peak))
 }

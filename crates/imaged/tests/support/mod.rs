@@ -313,6 +313,24 @@ pub fn signed_path_request(
     ts: i64,
     extra: &[(&str, &str)],
 ) -> RawResponse {
+    let bytes = signed_request_bytes(addr, creds, method, path, query, content_type, action, body, ts, extra);
+    raw(addr, &bytes).expect("request")
+}
+
+/// The bytes of a signed request (as [`signed_path_request`] sends them).
+#[allow(clippy::too_many_arguments)]
+pub fn signed_request_bytes(
+    addr: &str,
+    creds: &Creds,
+    method: &str,
+    path: &str,
+    query: &str,
+    content_type: &str,
+    action: &str,
+    body: &[u8],
+    ts: i64,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let req = imaged_api::tc3::ClientRequest { method, path, query, content_type, host: addr, body };
     let auth = imaged_api::tc3::authorization_header(&creds.secret_id, &creds.secret_key, "cvm", ts, &req);
     let mut headers: Vec<(String, String)> = vec![
@@ -339,7 +357,7 @@ pub fn signed_path_request(
     head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
-    raw(addr, &bytes).expect("request")
+    bytes
 }
 
 /// A response read off a raw socket.
@@ -377,7 +395,23 @@ impl RawResponse {
 
 /// Sends bytes and reads the whole response (the request must say `Connection: close`).
 pub fn raw(addr: &str, request: &[u8]) -> std::io::Result<RawResponse> {
-    let mut stream = TcpStream::connect(addr)?;
+    read_response(TcpStream::connect(addr)?, request)
+}
+
+/// As [`raw`], from the local address `source` (another loopback address: another client).
+pub fn raw_from(source: &str, addr: &str, request: &[u8]) -> std::io::Result<RawResponse> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{source}:0").parse().map_err(std::io::Error::other)?)?;
+        socket.connect(addr.parse().map_err(std::io::Error::other)?).await
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    read_response(stream, request)
+}
+
+fn read_response(mut stream: TcpStream, request: &[u8]) -> std::io::Result<RawResponse> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     // The server may answer (e.g. size limits) before reading everything: ignore write errors.
     let _ = stream.write_all(request);
