@@ -18,6 +18,7 @@
 //! - [`sharing`]: sharing custom images with other accounts of the region.
 //! - [`sync`]: `SyncImages`, copying an image to other regions, moving only missing blocks.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
+//! - `replay`: the replay check of signatures (the store's record, a memory cache in front).
 //! - [`maintenance`]: garbage collection and fsck of the block stores.
 //! - [`demo`]: real demo disks for the built-in catalogue.
 //!
@@ -36,6 +37,7 @@ pub mod ingest;
 pub mod instances;
 pub mod jobs;
 pub mod maintenance;
+mod replay;
 pub mod scratch;
 pub mod secrets;
 pub mod service;

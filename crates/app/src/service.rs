@@ -11,6 +11,7 @@ use imaged_domain::{catalog, AccountId, Image, ImageType, Region, RegionCatalog,
 use imaged_metastore::{AccountRecord, KeyRecord, KeyStatus, MetaStore, MetaStoreError, Role};
 
 use crate::data::DataConfig;
+use crate::replay::ReplayCache;
 use crate::scratch::ScratchSpace;
 use crate::secrets::{random_bytes, write_private_file, MasterKey, SecretsError};
 
@@ -123,6 +124,7 @@ pub struct Service {
     wake: Arc<tokio::sync::Notify>,
     worker_id: Arc<str>,
     scratch: Arc<ScratchSpace>,
+    replay: Arc<ReplayCache>,
 }
 
 /// The current time.
@@ -149,6 +151,7 @@ impl Service {
             limits,
             master_key,
             scratch,
+            replay: Arc::new(ReplayCache::default()),
             data: Arc::new(data),
             wake: Arc::new(tokio::sync::Notify::new()),
             worker_id: worker_id.into(),
@@ -158,6 +161,10 @@ impl Service {
     /// The data plane's configuration (block stores, uploads, buckets).
     pub fn data(&self) -> &DataConfig {
         &self.data
+    }
+
+    pub(crate) fn replay_cache(&self) -> &ReplayCache {
+        &self.replay
     }
 
     /// The host's scratch space, shared by every job.
@@ -301,34 +308,6 @@ impl Service {
             })),
             _ => Ok(None),
         }
-    }
-
-    /// The replay check of a verified signature made at `signed_at`, used by `client` (its
-    /// address): true on its first use, and afterwards for reads and for uses by the client
-    /// that used it first (every server of the deployment sees the first use, through the
-    /// store).
-    pub async fn admit_signature(
-        &self,
-        signature: &str,
-        client: &str,
-        read_only: bool,
-        signed_at: Timestamp,
-    ) -> Result<bool, AppError> {
-        if !self.data.replay_check {
-            return Ok(true);
-        }
-        // Recorded while the clock check still accepts its timestamp.
-        let expires = Timestamp(signed_at.0.saturating_add(SIGNATURE_WINDOW_SECS + 1));
-        let first = self.store.remember_signature(signature, client, expires, now()).await?;
-        Ok(match first {
-            None => true,
-            Some(first_client) => read_only || first_client == client,
-        })
-    }
-
-    /// Forgets signatures whose window has passed; returns how many.
-    pub async fn forget_expired_signatures(&self) -> Result<u64, AppError> {
-        Ok(self.store.forget_signatures(now()).await?)
     }
 
     /// `DescribeImages`: what `caller` can see in `region` that matches `query`, one page of it.
