@@ -594,16 +594,7 @@ fn import_url(server: &Server, url: &str, name: &str) -> Value {
 fn images_are_imported_from_http_and_verified_https_urls() {
     let work = tempfile::tempdir().expect("tempdir");
     let raw = raw_fixture(work.path(), "served.raw", 21);
-    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
-    let openssl = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let (cert, key) = support::self_signed_cert(work.path());
     let plain = FileServer::start(work.path(), None);
     let tls = FileServer::start(work.path(), Some((&cert, &key)));
 

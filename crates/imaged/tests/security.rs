@@ -752,16 +752,7 @@ fn logs_are_plain_text_off_a_terminal_or_json_for_collectors() {
 #[test]
 fn the_server_speaks_tls_to_the_official_sdk_with_its_own_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let openssl = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let (cert, key) = support::self_signed_cert(dir.path());
     let data = dir.path().join("data");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
