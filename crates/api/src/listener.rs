@@ -3,7 +3,9 @@
 //!
 //! - A request head must arrive within `header_read_timeout` of the connection opening (or of
 //!   the first byte of a later request), and a kept-alive connection with no request in
-//!   progress is closed after `idle_timeout` without traffic.
+//!   progress is closed after `idle_timeout` without traffic, and one whose request is in
+//!   progress but moves no byte either way for `stall_timeout` (a body sent a byte a minute, a
+//!   response nobody reads) is closed too.
 //! - At most `max_connections` are served at once. When a new one arrives at the cap, the
 //!   connection idle the longest (no request in progress) is closed to make room, so that a
 //!   flood of half-sent requests cannot keep a real client out; when every connection is busy,
@@ -66,6 +68,8 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
     /// Time a kept-alive connection may sit without traffic between requests.
     pub idle_timeout: Duration,
+    /// Time a connection with a request in progress may move no byte.
+    pub stall_timeout: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -74,6 +78,7 @@ impl Default for ListenerLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -264,14 +269,15 @@ async fn serve_connection<IO>(
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(limits.idle_timeout));
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(limits.idle_timeout).min(limits.stall_timeout));
     let mut draining = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
             () = state.kill.notified() => return,
             _ = tick.tick() => {
-                if !state.busy() && state.idle_for() >= limits.idle_timeout {
+                let quiet = state.idle_for();
+                if quiet >= limits.idle_timeout && (!state.busy() || quiet >= limits.stall_timeout) {
                     return;
                 }
             }

@@ -17,7 +17,7 @@
 //! | scratch limits | | | `[imports]` `scratch_per_job_gib`, `scratch_share_percent`, `max_inflation_ratio` | 2048, 50, 100 |
 //! | upload expiry after the last append, seconds | | | `[imports]` `upload_expiry_secs` | 604800 (a week) |
 //! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
-//! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60 |
+//! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs`, `stall_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60, 120 |
 //! | replay check | | | `[http]` `replay_check` | on |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
@@ -127,6 +127,8 @@ pub struct HttpConfig {
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds a kept-alive connection may sit idle.
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds a connection with a request in progress may move no byte.
+    pub stall_timeout_secs: Option<u64>,
     /// Whether signatures are checked for replays (default on; off only behind a gateway that
     /// refuses replays itself).
     pub replay_check: Option<bool>,

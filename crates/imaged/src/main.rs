@@ -388,6 +388,7 @@ fn listener_limits(cfg: &Config, open_files: u64) -> imaged_api::ListenerLimits 
         max_connections: cfg.http.max_connections.unwrap_or(defaults.max_connections).min(room).max(1),
         header_read_timeout: secs(cfg.http.header_read_timeout_secs, defaults.header_read_timeout),
         idle_timeout: secs(cfg.http.idle_timeout_secs, defaults.idle_timeout),
+        stall_timeout: secs(cfg.http.stall_timeout_secs, defaults.stall_timeout),
     }
 }
 

@@ -358,10 +358,17 @@ fn slow_heads_and_idle_kept_alive_connections_are_closed() {
     let server = Server::start_with(
         Backend::Sqlite,
         "slowheads",
-        "[http]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 2\n",
+        "[http]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 2\nstall_timeout_secs = 3\n",
     )
     .expect("sqlite");
     let mut slow = half_open(&server.addr, 1).pop().expect("one");
+    // A whole head, then a body that never comes: the request is in progress, and stalls.
+    let mut stalled = std::net::TcpStream::connect(&server.addr).expect("connect");
+    std::io::Write::write_all(
+        &mut stalled,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Li",
+    )
+    .expect("head");
     let mut idle = std::net::TcpStream::connect(&server.addr).expect("connect");
     std::io::Write::write_all(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
     let mut answer = [0u8; 12];
@@ -370,6 +377,7 @@ fn slow_heads_and_idle_kept_alive_connections_are_closed() {
     let started = Instant::now();
     assert!(closed_within(&mut slow, Duration::from_secs(6)), "a head not sent within 2 s closes the connection");
     assert!(closed_within(&mut idle, Duration::from_secs(6)), "an idle kept-alive connection is closed");
+    assert!(closed_within(&mut stalled, Duration::from_secs(8)), "a request whose body stalls is closed");
     assert!(started.elapsed() >= Duration::from_secs(1), "not before the timeouts: {:?}", started.elapsed());
 }
 
