@@ -48,6 +48,7 @@ fn upload_error(e: UploadError) -> ApiError {
         UploadError::Misaligned | UploadError::TooLarge => {
             ApiError::invalid_value(code::INVALID_PARAMETER_VALUE, format!("{e}."))
         }
+        UploadError::TooMany(_) => ApiError::invalid_value(code::STORAGE_QUOTA_EXCEEDED, format!("{e}.")),
         UploadError::QuotaExceeded => ApiError::invalid_value(
             code::STORAGE_QUOTA_EXCEEDED,
             "The upload would exceed the account's storage quota (see DescribeStorageQuota).".into(),

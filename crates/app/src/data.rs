@@ -116,6 +116,9 @@ pub enum UploadError {
     /// Over the owner's storage quota.
     #[error("the upload would exceed the account's storage quota")]
     QuotaExceeded,
+    /// The account has as many uploads in progress as it may.
+    #[error("an account may have at most {0} uploads in progress: import or let some expire first")]
+    TooMany(usize),
     /// Not appended to within its expiry; forgotten.
     #[error("the upload expired")]
     Expired,

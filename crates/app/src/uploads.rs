@@ -25,6 +25,8 @@ use tokio::task::JoinSet;
 use crate::data::UploadError;
 use crate::service::{now, Service};
 
+/// Uploads in progress one account may have at once.
+pub const MAX_UPLOADS_PER_ACCOUNT: usize = 100;
 /// Blocks hashed and stored at once per append.
 const IN_FLIGHT: usize = 16;
 /// Decoded blocks a [`ManifestReader`] keeps.
@@ -59,6 +61,11 @@ impl Service {
     pub async fn create_upload(&self, owner: AccountId, region: &str) -> Result<String, UploadError> {
         if self.storage_room(owner).await.map_err(|e| UploadError::Store(e.to_string()))? == 0 {
             return Err(UploadError::QuotaExceeded);
+        }
+        let now = now();
+        let live = self.uploads().iter().filter(|(_, s)| s.owner == owner && s.expires_at >= now).count();
+        if live >= MAX_UPLOADS_PER_ACCOUNT {
+            return Err(UploadError::TooMany(MAX_UPLOADS_PER_ACCOUNT));
         }
         std::fs::create_dir_all(self.data().uploads_dir()).map_err(UploadError::Io)?;
         let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(|e| UploadError::Store(e.to_string()))?);

@@ -823,7 +823,7 @@ fn each_account_has_a_storage_quota_and_uploads_live_until_they_expire() {
     let server = Server::start_with(
         Backend::Sqlite,
         "storage",
-        "[imports]\nallow = [\"127.0.0.0/8\"]\nupload_expiry_secs = 3\n[limits]\nstorage_gib_per_account = 1\n",
+        "[imports]\nallow = [\"127.0.0.0/8\"]\nupload_expiry_secs = 6\n[limits]\nstorage_gib_per_account = 1\n",
     )
     .expect("sqlite");
     let user = server.create_account("storer");
@@ -875,11 +875,22 @@ result = cc.call_json("DescribeStorageQuota", {})["Response"]"#,
     let status = upload_op(&server, &user, &format!("Op=status&UploadId={id}"), b"");
     assert_eq!(status["Size"], 1 << 20, "the upload survives GC: {status}");
     assert!(status["ExpiresAt"].is_string(), "{status}");
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(7));
     let expired = upload_op(&server, &user, &format!("Op=status&UploadId={id}"), b"");
     assert_eq!(expired["Error"]["Code"], "ResourceNotFound", "{expired}");
     assert!(expired["Error"]["Message"].as_str().is_some_and(|m| m.contains("expired")), "{expired}");
     let gc = server.cli(&["gc", "--grace-secs", "0"]);
     assert!(gc.status.success());
     assert!(!server.dir.path().join(format!("uploads/{id}.owner")).exists(), "GC forgot the expired upload");
+
+    // Uploads in progress are counted too: at most 100 per account (on a server whose uploads
+    // do not expire within the test).
+    let lasting = Server::start(Backend::Sqlite, "upload_count").expect("sqlite");
+    let many = lasting.create_account("many-uploads");
+    for n in 0..100 {
+        let r = upload_op(&lasting, &many, "Op=create", b"");
+        assert!(r["UploadId"].is_string(), "upload {n}: {r}");
+    }
+    let one_more = upload_op(&lasting, &many, "Op=create", b"");
+    assert_eq!(one_more["Error"]["Code"], "LimitExceeded.StorageQuota", "{one_more}");
 }
