@@ -221,9 +221,8 @@ fn size_exceeded(what: &str, limit: usize) -> ApiError {
     )
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(mut body: Body) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let mut body = body;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return Err(ApiError::invalid_parameter("body", "the body was interrupted")) };
@@ -509,17 +508,22 @@ fn host_without_port(host: &str) -> Option<&str> {
 fn routing_service<'a>(scope: &'a str, host: &str, version: &str) -> &'a str {
     let known = SERVICES.iter().any(|(s, _)| *s == scope);
     if !known && host.split('.').next() == Some(scope) {
-        if let Some((owner, _)) = SERVICES.iter().find(|(_, versions)| versions.contains(&version)) {
+        if let Some(owner) = owner_of(version) {
             return owner;
         }
     }
     scope
 }
 
+/// The service that serves API `version` (each version belongs to one service here).
+fn owner_of(version: &str) -> Option<&'static str> {
+    SERVICES.iter().find(|(_, versions)| versions.contains(&version)).map(|(s, _)| *s)
+}
+
 /// Finds the action. A scope naming a service that does not serve this version, while another
 /// service does, is a signature failure (the client signed for the wrong service).
 fn route(scope_service: &str, version: &str, action: &str) -> Result<&'static Action, ApiError> {
-    let owner = SERVICES.iter().find(|(_, versions)| versions.contains(&version)).map(|(s, _)| *s);
+    let owner = owner_of(version);
     match SERVICES.iter().find(|(s, _)| *s == scope_service) {
         _ if owner.is_some_and(|o| o != scope_service) => {
             return Err(ApiError::signature_failure(&format!(

@@ -44,8 +44,7 @@ fn unfetchable(reason: impl std::fmt::Display, detail: impl std::fmt::Display) -
 }
 
 fn scratch_error(url: &Url, e: ScratchError) -> FetchError {
-    let retry = !matches!(e, ScratchError::Job(_));
-    FetchError { reason: e.to_string(), detail: format!("{url}: {e:?}"), retry }
+    FetchError { reason: e.to_string(), detail: format!("{url}: {e:?}"), retry: e.is_retryable() }
 }
 
 /// Parses an import URL as a fetch would: `http` or `https`, a host, no credentials.

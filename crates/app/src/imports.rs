@@ -550,8 +550,9 @@ const INFLATION_SLACK: u64 = 64 << 20;
 
 /// A scratch refusal as a job failure: the job's own cap is permanent, a full host is not.
 pub(crate) fn scratch_failure(e: ScratchError) -> JobFailure {
-    match e {
-        ScratchError::Job(_) => JobFailure::permanent(e.to_string()),
-        _ => JobFailure::retry(e),
+    if e.is_retryable() {
+        JobFailure::retry(e)
+    } else {
+        JobFailure::permanent(e.to_string())
     }
 }

@@ -29,6 +29,13 @@ pub enum ScratchError {
     Io(String),
 }
 
+impl ScratchError {
+    /// Whether waiting can help: a full host or a failed write, not the job's own cap.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Job(_))
+    }
+}
+
 /// The host's scratch directory and its limits, shared by every job.
 #[derive(Debug)]
 pub struct ScratchSpace {

@@ -62,9 +62,7 @@ impl Service {
         if self.storage_room(owner).await.map_err(|e| UploadError::Store(e.to_string()))? == 0 {
             return Err(UploadError::QuotaExceeded);
         }
-        let now = now();
-        let live = self.uploads().iter().filter(|(_, s)| s.owner == owner && s.expires_at >= now).count();
-        if live >= MAX_UPLOADS_PER_ACCOUNT {
+        if self.live_uploads(owner).count() >= MAX_UPLOADS_PER_ACCOUNT {
             return Err(UploadError::TooMany(MAX_UPLOADS_PER_ACCOUNT));
         }
         std::fs::create_dir_all(self.data().uploads_dir()).map_err(UploadError::Io)?;
@@ -84,7 +82,7 @@ impl Service {
         nonce: &[u8; 32],
     ) -> Result<(), UploadError> {
         let (owner_path, _) = self.upload_paths(id);
-        let expires = now().0.saturating_add(i64::try_from(self.data().upload_expiry_secs).unwrap_or(i64::MAX));
+        let expires = self.upload_expiry_from_now().0;
         let tmp = owner_path.with_extension("owner.tmp");
         std::fs::write(&tmp, format!("{owner}\n{region}\n{}\n{expires}\n", hex::encode(nonce)))
             .map_err(UploadError::Io)?;
@@ -117,10 +115,8 @@ impl Service {
         hex::decode_to_slice(lines.next().unwrap_or_default(), &mut nonce)
             .map_err(|_| UploadError::Store("the upload has no proof nonce".into()))?;
         // Uploads made before expiries were recorded expire like new ones.
-        let expires_at = lines.next().and_then(|e| e.parse().ok()).map_or_else(
-            || Timestamp(now().0.saturating_add(i64::try_from(self.data().upload_expiry_secs).unwrap_or(i64::MAX))),
-            Timestamp,
-        );
+        let expires_at =
+            lines.next().and_then(|e| e.parse().ok()).map_or_else(|| self.upload_expiry_from_now(), Timestamp);
         let bytes = std::fs::read(manifest_path).map_err(|_| UploadError::NotFound)?;
         let manifest = Manifest::decode(&bytes).map_err(|e| UploadError::Store(e.to_string()))?;
         Ok(UploadState { owner, region, manifest, nonce, expires_at })
@@ -136,13 +132,20 @@ impl Service {
             .collect()
     }
 
+    /// When an upload appended to now expires.
+    fn upload_expiry_from_now(&self) -> Timestamp {
+        Timestamp(now().0.saturating_add(i64::try_from(self.data().upload_expiry_secs).unwrap_or(i64::MAX)))
+    }
+
+    /// `owner`'s uploads that have not expired.
+    fn live_uploads(&self, owner: AccountId) -> impl Iterator<Item = UploadState> {
+        let now = now();
+        self.uploads().into_iter().map(|(_, s)| s).filter(move |s| s.owner == owner && s.expires_at >= now)
+    }
+
     /// Bytes `owner`'s live uploads hold (their sizes so far).
     pub fn upload_bytes(&self, owner: AccountId) -> u64 {
-        let now = now();
-        self.uploads()
-            .iter()
-            .filter(|(_, s)| s.owner == owner && s.expires_at >= now)
-            .fold(0u64, |sum, (_, s)| sum.saturating_add(s.manifest.virtual_size))
+        self.live_uploads(owner).fold(0u64, |sum, s| sum.saturating_add(s.manifest.virtual_size))
     }
 
     fn save_upload(&self, id: &str, manifest: &Manifest) -> Result<(), UploadError> {

@@ -182,6 +182,11 @@ pub struct Overrides {
     pub listen: Option<String>,
 }
 
+/// A configured number of seconds (at least 1) as a duration, or `default`.
+pub fn secs_or(configured: Option<u64>, default: std::time::Duration) -> std::time::Duration {
+    configured.map_or(default, |s| std::time::Duration::from_secs(s.max(1)))
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }

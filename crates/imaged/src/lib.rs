@@ -54,11 +54,9 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     data.buckets.extend(cfg.buckets.clone());
     let imports = &cfg.imports;
     let mut egress = EgressPolicy::with_allowed(&imports.allow).map_err(|e| anyhow::anyhow!("[imports] allow: {e}"))?;
-    let secs =
-        |v: Option<u64>, default: std::time::Duration| v.map_or(default, |s| std::time::Duration::from_secs(s.max(1)));
-    egress.connect_timeout = secs(imports.connect_timeout_secs, egress.connect_timeout);
-    egress.idle_timeout = secs(imports.idle_timeout_secs, egress.idle_timeout);
-    egress.max_transfer_time = secs(imports.max_transfer_secs, egress.max_transfer_time);
+    egress.connect_timeout = config::secs_or(imports.connect_timeout_secs, egress.connect_timeout);
+    egress.idle_timeout = config::secs_or(imports.idle_timeout_secs, egress.idle_timeout);
+    egress.max_transfer_time = config::secs_or(imports.max_transfer_secs, egress.max_transfer_time);
     data.egress = egress;
     data.replay_check = cfg.http.replay_check.unwrap_or(true);
     if let Some(gib) = imports.scratch_per_job_gib {

@@ -383,12 +383,11 @@ fn raise_open_file_limit() -> u64 {
 fn listener_limits(cfg: &Config, open_files: u64) -> imaged_api::ListenerLimits {
     let defaults = imaged_api::ListenerLimits::default();
     let room = usize::try_from(open_files.saturating_sub(256).max(64)).unwrap_or(usize::MAX);
-    let secs = |v: Option<u64>, d: std::time::Duration| v.map_or(d, |s| std::time::Duration::from_secs(s.max(1)));
     imaged_api::ListenerLimits {
         max_connections: cfg.http.max_connections.unwrap_or(defaults.max_connections).min(room).max(1),
-        header_read_timeout: secs(cfg.http.header_read_timeout_secs, defaults.header_read_timeout),
-        idle_timeout: secs(cfg.http.idle_timeout_secs, defaults.idle_timeout),
-        stall_timeout: secs(cfg.http.stall_timeout_secs, defaults.stall_timeout),
+        header_read_timeout: imaged::config::secs_or(cfg.http.header_read_timeout_secs, defaults.header_read_timeout),
+        idle_timeout: imaged::config::secs_or(cfg.http.idle_timeout_secs, defaults.idle_timeout),
+        stall_timeout: imaged::config::secs_or(cfg.http.stall_timeout_secs, defaults.stall_timeout),
     }
 }
 
