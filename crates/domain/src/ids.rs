@@ -19,6 +19,18 @@ pub enum IdError {
     /// The instance id does not look like `ins-` followed by 8 lower-case letters or digits.
     #[error("malformed instance id `{0}`")]
     MalformedInstanceId(String),
+    /// The cluster id does not look like `cls-` followed by 8 lower-case letters or digits.
+    #[error("malformed cluster id `{0}`")]
+    MalformedClusterId(String),
+    /// The node pool id does not look like `np-` followed by 8 lower-case letters or digits.
+    #[error("malformed node pool id `{0}`")]
+    MalformedNodePoolId(String),
+    /// The beta application id does not look like `app-` followed by 8 lower-case letters or digits.
+    #[error("malformed application id `{0}`")]
+    MalformedApplicationId(String),
+    /// The message id does not look like `msg-` followed by 8 lower-case letters or digits.
+    #[error("malformed message id `{0}`")]
+    MalformedMessageId(String),
     /// The account id is not a positive decimal number.
     #[error("malformed account id `{0}`")]
     MalformedAccountId(String),
@@ -95,6 +107,26 @@ resource_id! {
     InstanceId, "ins-", MalformedInstanceId
 }
 
+resource_id! {
+    /// A TKE cluster id such as `cls-7ph3twqe`.
+    ClusterId, "cls-", MalformedClusterId
+}
+
+resource_id! {
+    /// A TKE node pool id such as `np-3ua8ci0e`.
+    NodePoolId, "np-", MalformedNodePoolId
+}
+
+resource_id! {
+    /// A beta image application id such as `app-k2m9x0qd`.
+    ApplicationId, "app-", MalformedApplicationId
+}
+
+resource_id! {
+    /// A message-centre message id such as `msg-5v1qzr8a`.
+    MessageId, "msg-", MalformedMessageId
+}
+
 /// A root account id: a positive decimal number (Tencent's "UIN"), e.g. `100000000001`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct AccountId(pub u64);
@@ -161,6 +193,17 @@ mod tests {
         }
         let id = InstanceId::from_random([3; 8]);
         assert_eq!(InstanceId::parse(id.as_str()), Ok(id));
+    }
+
+    #[test]
+    fn tke_ids_have_their_prefixes() {
+        assert!(ClusterId::parse("cls-7ph3twqe").is_ok());
+        assert!(NodePoolId::parse("np-3ua8ci0e").is_ok());
+        for bad in ["cls-7PH3TWQE", "np-3ua8ci0", "cls-", "np-3ua8ci0e1", "ins-7ph3twqe"] {
+            assert!(ClusterId::parse(bad).is_err() && NodePoolId::parse(bad).is_err(), "{bad} must be refused");
+        }
+        let id = NodePoolId::from_random([9; 8]);
+        assert_eq!(NodePoolId::parse(id.as_str()), Ok(id));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`catalog`]: the built-in public and marketplace image catalogue (from the seeds).
 //! - [`query`]: `DescribeImages` filters as a pure matcher over images a caller can see.
 //! - [`rules`]: the seeds' rules as functions (quotas, licence fees, visibility, names).
+//! - [`tke`]: TKE node operating systems: the OS catalogue, which level's OS each node
+//!   operation uses, beta gating, the week's notice of image-logic changes, clusters and pools.
 //!
 //! This crate does no I/O and knows no runtime: randomness and clocks are passed in.
 
@@ -53,8 +55,9 @@ pub mod query;
 pub mod region;
 pub mod rules;
 pub mod time;
+pub mod tke;
 
-pub use ids::{AccountId, IdError, ImageId, InstanceId, SecretId};
+pub use ids::{AccountId, ApplicationId, ClusterId, IdError, ImageId, InstanceId, MessageId, NodePoolId, SecretId};
 pub use image::{
     Architecture, BootMode, Image, ImageKind, ImageSource, ImageState, ImageType, LicenseType, ReleaseStatus, Tag,
 };

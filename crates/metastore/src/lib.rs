@@ -6,6 +6,7 @@
 //! Layout:
 //! - the traits and records in this file;
 //! - [`sqlite`] and [`postgres`], behind features of the same names;
+//! - [`tke`]: the TKE and message-centre traits ([`TkeStore`], [`MessageStore`]);
 //! - [`testsuite`]: the conformance suite, public so each backend's tests call it.
 //!
 //! The store knows nothing of HTTP or of the wire format; it keeps what the domain defines.
@@ -21,6 +22,10 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod testsuite;
+pub mod testsuite_tke;
+pub mod tke;
+
+pub use tke::{MessageStore, TkeStore, TkeWrite};
 
 /// What went wrong inside a backend. Callers map these to `InternalError`.
 #[derive(Debug, thiserror::Error)]
@@ -528,11 +533,29 @@ pub trait ReplayStore: Send + Sync {
 
 /// Everything the service needs from its metadata store.
 pub trait MetaStore:
-    AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore + ReplayStore
+    AccountStore
+    + KeyStore
+    + ImageStore
+    + BlockRefStore
+    + JobStore
+    + InstanceStore
+    + ExportStore
+    + ReplayStore
+    + TkeStore
+    + MessageStore
 {
 }
 impl<T> MetaStore for T where
-    T: AccountStore + KeyStore + ImageStore + BlockRefStore + JobStore + InstanceStore + ExportStore + ReplayStore
+    T: AccountStore
+        + KeyStore
+        + ImageStore
+        + BlockRefStore
+        + JobStore
+        + InstanceStore
+        + ExportStore
+        + ReplayStore
+        + TkeStore
+        + MessageStore
 {
 }
 

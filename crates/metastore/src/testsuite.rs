@@ -38,6 +38,7 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share(store.clone()).await;
     exported_files_are_recorded_with_the_account_that_made_them(store).await;
     a_signature_is_recorded_once_even_by_concurrent_servers(store.clone()).await;
+    crate::testsuite_tke::run(store).await;
     storage_quotas_are_overridden_and_image_bytes_counted_per_owner(store).await;
 }
 
@@ -507,7 +508,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-async fn new_account<S: MetaStore>(store: &S, name: &str) -> AccountId {
+pub(crate) async fn new_account<S: MetaStore>(store: &S, name: &str) -> AccountId {
     store.create_account(name, Role::User, Timestamp(1_700_000_000)).await.expect("db").expect("created").id
 }
 

@@ -11,7 +11,7 @@ const PUT_INSTANCE: &str = "INSERT INTO instances (id, owner_id, region, busy, c
      VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, doc = excluded.doc";
 
-async fn put_instance<C: tokio_postgres::GenericClient>(client: &C, instance: &Instance) -> Result<()> {
+pub(super) async fn put_instance<C: tokio_postgres::GenericClient>(client: &C, instance: &Instance) -> Result<()> {
     let doc = encode_instance(instance)?;
     client
         .execute(
@@ -137,7 +137,12 @@ impl InstanceStore for PostgresStore {
     }
 
     async fn delete_instance(&self, id: &InstanceId) -> Result<bool> {
-        let conn = self.conn().await?;
-        conn.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map(|n| n == 1).map_err(db_err)
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        // A terminated node leaves its cluster with it.
+        tx.execute("DELETE FROM tke_nodes WHERE instance_id = $1", &[&id.as_str()]).await.map_err(db_err)?;
+        let n = tx.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(n == 1)
     }
 }

@@ -20,6 +20,7 @@ mod instances;
 mod jobs;
 mod replay;
 mod schema;
+mod tke;
 
 /// Connections kept open. Each pipelines concurrent queries; transactions hold one alone.
 const CONNECTIONS: usize = 4;

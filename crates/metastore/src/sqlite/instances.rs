@@ -8,7 +8,7 @@ use crate::{decode_instance, encode_instance, InstanceStore, JobRecord, MetaStor
 use imaged_domain::instance::Instance;
 use imaged_domain::{AccountId, Image, InstanceId};
 
-fn put_instance(conn: &Connection, instance: &Instance) -> Result<()> {
+pub(super) fn put_instance(conn: &Connection, instance: &Instance) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO instances (id, owner_id, region, busy, created_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, doc = excluded.doc",
@@ -149,9 +149,12 @@ impl InstanceStore for SqliteStore {
         let id = id.clone();
         self.writer
             .run(move |conn| {
-                conn.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()])
-                    .map(|n| n == 1)
-                    .map_err(db_err)
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                // A terminated node leaves its cluster with it.
+                tx.execute("DELETE FROM tke_nodes WHERE instance_id = ?1", params![id.as_str()]).map_err(db_err)?;
+                let n = tx.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(n == 1)
             })
             .await
     }

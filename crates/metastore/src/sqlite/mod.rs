@@ -21,6 +21,7 @@ mod instances;
 mod jobs;
 mod replay;
 mod schema;
+mod tke;
 
 /// Readers in the pool. Two cores serve the API; a few more than that hide disk waits.
 const READERS: usize = 4;

@@ -123,4 +123,61 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX seen_signatures_by_expiry ON seen_signatures(expires_at);",
     ),
     (7, "ALTER TABLE accounts ADD COLUMN storage_quota_gib INTEGER;"),
+    (
+        8,
+        "CREATE TABLE tke_clusters (
+        id TEXT PRIMARY KEY,
+        owner_id INTEGER NOT NULL,
+        region TEXT NOT NULL,
+        os TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX tke_clusters_by_owner ON tke_clusters(owner_id, region, created_at);
+    CREATE INDEX tke_clusters_by_os ON tke_clusters(os);
+    CREATE TABLE tke_node_pools (
+        id TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL,
+        owner_id INTEGER NOT NULL,
+        os TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX tke_node_pools_by_cluster ON tke_node_pools(cluster_id, created_at);
+    CREATE INDEX tke_node_pools_by_os ON tke_node_pools(os);
+    CREATE TABLE tke_nodes (
+        instance_id TEXT PRIMARY KEY,
+        cluster_id TEXT NOT NULL,
+        pool_id TEXT,
+        joined_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX tke_nodes_by_cluster ON tke_nodes(cluster_id, joined_at);
+    CREATE TABLE tke_os_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        os_name TEXT NOT NULL,
+        effective_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE TABLE tke_beta_applications (
+        id TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX tke_beta_by_account ON tke_beta_applications(account_id, created_at);
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        is_read INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_account ON messages(account_id, created_at);
+    CREATE TABLE notification_channels (
+        account_id INTEGER PRIMARY KEY,
+        webhook_url TEXT NOT NULL
+    );",
+    ),
 ];
