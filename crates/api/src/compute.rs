@@ -101,7 +101,7 @@ pub(crate) const DELETE_IMAGES: &[Field] =
 /// `DescribeImageFromFamily` parameters.
 pub(crate) const DESCRIBE_IMAGE_FROM_FAMILY: &[Field] = &[opt("ImageFamily", Ty::Str)];
 
-fn instance_error(e: InstanceError) -> ApiError {
+pub(crate) fn instance_error(e: InstanceError) -> ApiError {
     use InstanceError as E;
     let c = match &e {
         E::Rule(InstanceRuleError::State(s)) => code::instance_state(*s),
@@ -131,17 +131,17 @@ pub(crate) fn name_error(e: &NameError) -> &'static str {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct PlacementIn {
-    zone: String,
+pub(crate) struct PlacementIn {
+    pub(crate) zone: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SystemDiskIn {
-    disk_size: Option<i64>,
+pub(crate) struct SystemDiskIn {
+    pub(crate) disk_size: Option<i64>,
 }
 
-fn disk_gib(disk: Option<SystemDiskIn>) -> Result<Option<u64>, ApiError> {
+pub(crate) fn disk_gib(disk: Option<SystemDiskIn>) -> Result<Option<u64>, ApiError> {
     match disk.and_then(|d| d.disk_size) {
         Some(n) => u64::try_from(n).map(Some).map_err(|_| {
             ApiError::invalid_value(code::INVALID_PARAMETER_VALUE_RANGE, "DiskSize must be positive.".into())

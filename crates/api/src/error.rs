@@ -166,6 +166,23 @@ pub mod code {
     /// See [`INSTANCE_STATE_PENDING`].
     pub const INSTANCE_STATE_TERMINATING: &str = "UnsupportedOperation.InstanceStateTerminating";
 
+    /// TKE: the OS (name or image) is not one TKE supports, or it was retired.
+    pub const OS_NOT_SUPPORT: &str = "InvalidParameter.OsNotSupport";
+    /// TKE: the image of an OS reference does not exist or cannot be used.
+    pub const IMAGE_ID_NOT_FOUND: &str = "InternalError.ImageIdNotFound";
+    /// TKE `ModifyClusterNodePool`: the image of `OsName` does not exist.
+    pub const IMAGE_NOT_FOUND_VALUE: &str = "InvalidParameterValue.ImageNotFound";
+    /// TKE: a parameter is malformed or out of range.
+    pub const TKE_PARAM: &str = "InvalidParameter.Param";
+    /// TKE: no such cluster (node pool actions, `DescribeClusters`…).
+    pub const RESOURCE_CLUSTER_NOT_FOUND: &str = "ResourceNotFound.ClusterNotFound";
+    /// TKE `DescribeClusterInstances`: no such cluster.
+    pub const PARAM_CLUSTER_NOT_FOUND: &str = "InvalidParameter.ClusterNotFound";
+    /// TKE `AddExistedInstances`: no such cluster.
+    pub const FAILED_CLUSTER_NOT_FOUND: &str = "FailedOperation.ClusterNotFound";
+    /// TKE: the operation is not allowed (a beta OS without approval, deletion protection).
+    pub const OPERATION_DENIED: &str = "OperationDenied";
+
     /// The code for an operation refused in `state`.
     pub fn instance_state(state: imaged_domain::instance::InstanceState) -> &'static str {
         use imaged_domain::instance::InstanceState as S;
@@ -184,6 +201,14 @@ pub mod code {
 
     /// Every code above, for documentation and tests.
     pub const ALL: &[&str] = &[
+        OS_NOT_SUPPORT,
+        IMAGE_ID_NOT_FOUND,
+        IMAGE_NOT_FOUND_VALUE,
+        TKE_PARAM,
+        RESOURCE_CLUSTER_NOT_FOUND,
+        PARAM_CLUSTER_NOT_FOUND,
+        FAILED_CLUSTER_NOT_FOUND,
+        OPERATION_DENIED,
         INVALID_PARAMETER_VALUE_TOO_LARGE,
         INVALID_IMAGE_OS_TYPE,
         INVALID_IMAGE_OS_VERSION,

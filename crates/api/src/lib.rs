@@ -9,6 +9,7 @@
 //! - `server`: the axum router, the request pipeline and Tencent's envelope.
 //! - `cvm`: CVM `2017-03-12` actions.
 //! - `ext`: imaged's extension service (`imaged`, `2026-12-01`): `DescribeStorageQuota`.
+//! - `tke`: TKE `2018-05-25` actions: the OS catalogue, clusters, node pools and nodes.
 //! - `transfer`: resumable uploads (`/upload`) and downloads of exported files (`/download`).
 //!
 //! This crate parses and answers; the use cases live in `imaged-app`.
@@ -22,6 +23,7 @@ pub mod params;
 mod server;
 mod share;
 pub mod tc3;
+mod tke;
 mod transfer;
 
 pub use error::ApiError;

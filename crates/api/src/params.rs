@@ -24,6 +24,9 @@ pub enum Ty {
     List(&'static Ty),
     /// An object with these fields.
     Obj(&'static [Field]),
+    /// Any JSON value, taken as it is (settings imaged accepts and does not act on, such as
+    /// TKE's `InstanceAdvancedSettings`); its strings are checked like every string.
+    Any,
 }
 
 /// One field of an action's request or of a nested object.
@@ -210,6 +213,23 @@ fn coerce_value(v: Value, ty: Ty, path: &str) -> Result<Value, ApiError> {
             _ => Err(type_error("expected a list")),
         },
         Ty::Obj(fields) => coerce_obj(v, fields, path),
+        Ty::Any => {
+            check_strings(&v, path)?;
+            Ok(v)
+        }
+    }
+}
+
+/// Refuses control and bidirectional characters anywhere in `v`.
+fn check_strings(v: &Value, path: &str) -> Result<(), ApiError> {
+    match v {
+        Value::String(s) if s.chars().any(is_forbidden_char) => Err(ApiError::invalid_value(
+            code::INVALID_PARAMETER_VALUE,
+            format!("`{path}` contains a control or bidirectional-override character."),
+        )),
+        Value::Array(items) => items.iter().try_for_each(|i| check_strings(i, path)),
+        Value::Object(map) => map.values().try_for_each(|i| check_strings(i, path)),
+        _ => Ok(()),
     }
 }
 

@@ -17,7 +17,8 @@ use crate::cvm::{self, Ctx};
 use crate::error::{code, ApiError, Language};
 use crate::params::{self, Field};
 use crate::tc3::{self, Authorization, SignedRequest};
-use crate::{compute, ext, share};
+use crate::tke::TkeAction;
+use crate::{compute, ext, share, tke};
 use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
@@ -27,7 +28,7 @@ pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
 /// Services, each with the API versions it serves.
 const SERVICES: &[(&str, &[&str])] =
-    &[("cvm", &["2017-03-12"]), ("tke", &["2018-05-25", "2022-05-01"]), (ext::SERVICE, &[ext::VERSION])];
+    &[("cvm", &["2017-03-12"]), (tke::SERVICE, &[tke::VERSION, "2022-05-01"]), (ext::SERVICE, &[ext::VERSION])];
 
 /// Whether an action needs `X-TC-Region`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +64,14 @@ enum ActionId {
     DescribeImageSharePermission,
     SyncImages,
     DescribeStorageQuota,
+    ApplyForBetaImage,
+    DescribeBetaImageApplications,
+    DescribeMessages,
+    MarkMessagesRead,
+    Tke(TkeAction),
 }
 
+#[derive(Clone, Copy)]
 struct Action {
     service: &'static str,
     version: &'static str,
@@ -72,6 +79,11 @@ struct Action {
     params: &'static [Field],
     region: RegionUse,
     id: ActionId,
+}
+
+/// An action of imaged's extension service.
+const fn ext_action(name: &'static str, params: &'static [Field], id: ActionId) -> Action {
+    Action { service: ext::SERVICE, version: ext::VERSION, name, params, region: RegionUse::Ignored, id }
 }
 
 /// A CVM `2017-03-12` action.
@@ -128,15 +140,28 @@ const ACTIONS: &[Action] = &[
         ActionId::DescribeImageSharePermission,
     ),
     cvm_action("SyncImages", share::SYNC_IMAGES, RegionUse::Required, ActionId::SyncImages),
-    Action {
-        service: ext::SERVICE,
-        version: ext::VERSION,
-        name: "DescribeStorageQuota",
-        params: cvm::NONE,
-        region: RegionUse::Ignored,
-        id: ActionId::DescribeStorageQuota,
-    },
+    ext_action("DescribeStorageQuota", cvm::NONE, ActionId::DescribeStorageQuota),
+    ext_action("ApplyForBetaImage", ext::APPLY_FOR_BETA_IMAGE, ActionId::ApplyForBetaImage),
+    ext_action(
+        "DescribeBetaImageApplications",
+        ext::DESCRIBE_BETA_IMAGE_APPLICATIONS,
+        ActionId::DescribeBetaImageApplications,
+    ),
+    ext_action("DescribeMessages", ext::DESCRIBE_MESSAGES, ActionId::DescribeMessages),
+    ext_action("MarkMessagesRead", ext::MARK_MESSAGES_READ, ActionId::MarkMessagesRead),
 ];
+
+/// The TKE actions, as routing sees them.
+fn tke_actions() -> impl Iterator<Item = Action> {
+    tke::ACTIONS.iter().map(|&(name, params, id)| Action {
+        service: tke::SERVICE,
+        version: tke::VERSION,
+        name,
+        params,
+        region: if tke::needs_region(id) { RegionUse::Required } else { RegionUse::Ignored },
+        id: ActionId::Tke(id),
+    })
+}
 
 /// Builds the router over `service`.
 pub fn router(service: Service) -> Router {
@@ -356,6 +381,11 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ActionId::DescribeImageSharePermission => share::describe_image_share_permission(&ctx, params).await,
         ActionId::SyncImages => share::sync_images(&ctx, params).await,
         ActionId::DescribeStorageQuota => ext::describe_storage_quota(&ctx).await,
+        ActionId::ApplyForBetaImage => ext::apply_for_beta_image(&ctx, params).await,
+        ActionId::DescribeBetaImageApplications => ext::describe_beta_image_applications(&ctx).await,
+        ActionId::DescribeMessages => ext::describe_messages(&ctx, params).await,
+        ActionId::MarkMessagesRead => ext::mark_messages_read(&ctx, params).await,
+        ActionId::Tke(a) => tke::dispatch(&ctx, a, params).await,
     }
 }
 
@@ -522,7 +552,7 @@ fn owner_of(version: &str) -> Option<&'static str> {
 
 /// Finds the action. A scope naming a service that does not serve this version, while another
 /// service does, is a signature failure (the client signed for the wrong service).
-fn route(scope_service: &str, version: &str, action: &str) -> Result<&'static Action, ApiError> {
+fn route(scope_service: &str, version: &str, action: &str) -> Result<Action, ApiError> {
     let owner = owner_of(version);
     match SERVICES.iter().find(|(s, _)| *s == scope_service) {
         _ if owner.is_some_and(|o| o != scope_service) => {
@@ -547,7 +577,8 @@ fn route(scope_service: &str, version: &str, action: &str) -> Result<&'static Ac
         }
         Some(_) => {}
     }
-    ACTIONS.iter().find(|a| a.service == scope_service && a.version == version && a.name == action).ok_or_else(|| {
+    let mut all = ACTIONS.iter().copied().chain(tke_actions());
+    all.find(|a| a.service == scope_service && a.version == version && a.name == action).ok_or_else(|| {
         ApiError::new(
             code::INVALID_ACTION,
             format!("The action `{action}` does not exist in {scope_service} {version}."),
@@ -569,7 +600,13 @@ mod tests {
         assert_eq!(code_of("cbs", "1999-01-01", "DescribeImages"), Some(code::NO_SUCH_PRODUCT));
         assert_eq!(code_of("tke", "2017-03-12", "DescribeImages"), Some(code::SIGNATURE_FAILURE));
         assert_eq!(code_of("cbs", "2017-03-12", "DescribeImages"), Some(code::SIGNATURE_FAILURE));
-        assert_eq!(code_of("tke", "2018-05-25", "DescribeImages"), Some(code::INVALID_ACTION));
+        assert_eq!(code_of("tke", "2018-05-25", "Nope"), Some(code::INVALID_ACTION));
+        assert_eq!(
+            route("tke", "2018-05-25", "DescribeImages").map(|a| a.id).ok(),
+            Some(ActionId::Tke(TkeAction::DescribeImages)),
+            "TKE's DescribeImages is its own action"
+        );
+        assert_eq!(code_of("tke", "2022-05-01", "DescribeOSImages"), Some(code::INVALID_ACTION));
     }
 
     #[test]

@@ -219,16 +219,38 @@ impl Service {
                 return self.launched_with(caller, token).await;
             }
         }
-        if !region.zones.iter().any(|z| z.zone == req.zone) {
-            return Err(InstanceError::Zone(req.zone));
-        }
-        let count = check_instance_count(req.count)?;
-        let names = batch_names(req.name.as_deref(), count)?;
+        check_request(region, &req)?;
         let image = self.launchable_image(caller, region, &req.image_id).await?;
-        let disk_gib = check_system_disk(req.system_disk_gib, image.size_gib)?;
+        let (instances, params) = self.new_instances(caller, region, &req, &image, request_id)?;
         if req.dry_run {
             return Ok(Vec::new());
         }
+        let ids = params.instances.clone();
+        let job = self.instance_job("launch", region, caller, &params)?;
+        let token = req.client_token.as_deref();
+        match self.store().insert_instances_with_job(&instances, &job, token).await? {
+            Ok(_) => {
+                self.wake_workers();
+                Ok(ids)
+            }
+            // The same request again: its instances, not new ones.
+            Err(Refused::DuplicateId) => self.launched_with(caller, token.unwrap_or_default()).await,
+            Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
+        }
+    }
+
+    /// The PENDING instances `req` asks for, from `image` (which the caller may launch), and
+    /// the parameters of the job that makes their disks; nothing is stored.
+    pub(crate) fn new_instances(
+        &self,
+        caller: AccountId,
+        region: &Region,
+        req: &RunRequest,
+        image: &Image,
+        request_id: &str,
+    ) -> Result<(Vec<Instance>, InstanceJob), InstanceError> {
+        let names = check_request(region, req)?;
+        let disk_gib = check_system_disk(req.system_disk_gib, image.size_gib)?;
         let created = now();
         let mut instances = Vec::with_capacity(names.len());
         for name in names {
@@ -257,25 +279,15 @@ impl Service {
             instances.push(instance);
         }
         let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
-        let params = InstanceJob { op: InstanceOp::Run.as_str().into(), instances: ids.clone(), image: Some(image.id) };
-        let job = self.instance_job("launch", region, caller, &params)?;
-        let token = req.client_token.as_deref();
-        match self.store().insert_instances_with_job(&instances, &job, token).await? {
-            Ok(_) => {
-                self.wake_workers();
-                Ok(ids)
-            }
-            // The same request again: its instances, not new ones.
-            Err(Refused::DuplicateId) => self.launched_with(caller, token.unwrap_or_default()).await,
-            Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
-        }
+        let params = InstanceJob { op: InstanceOp::Run.as_str().into(), instances: ids, image: Some(image.id.clone()) };
+        Ok((instances, params))
     }
 
     async fn launched_with(&self, caller: AccountId, token: &str) -> Result<Vec<InstanceId>, InstanceError> {
         Ok(self.store().instances_for_token(caller, token).await?.unwrap_or_default())
     }
 
-    fn instance_job(
+    pub(crate) fn instance_job(
         &self,
         kind: &str,
         region: &Region,
@@ -368,17 +380,10 @@ impl Service {
         image_id: Option<&str>,
         request_id: &str,
     ) -> Result<(), InstanceError> {
-        let mut instance = self.own_instance(caller, region, id).await?;
-        check_operation(&instance, InstanceOp::Reset)?;
+        let instance = self.own_instance(caller, region, id).await?;
         let current = instance.image_id.to_string();
         let image = self.launchable_image(caller, region, image_id.unwrap_or(&current)).await?;
-        check_system_disk(Some(instance.system_disk_gib.max(image.size_gib)), image.size_gib)?;
-        instance.begin(InstanceOp::Reset, request_id);
-        let params = InstanceJob {
-            op: InstanceOp::Reset.as_str().into(),
-            instances: vec![instance.id.clone()],
-            image: Some(image.id),
-        };
+        let (instance, params) = reinstall(instance, &image, request_id)?;
         self.begin(region, caller, std::slice::from_ref(&instance), &params).await
     }
 
@@ -489,6 +494,49 @@ impl Service {
         }
         Ok((path, "qcow2"))
     }
+}
+
+/// The zone, count and names of a launch; returns the names.
+fn check_request(region: &Region, req: &RunRequest) -> Result<Vec<String>, InstanceError> {
+    if !region.zones.iter().any(|z| z.zone == req.zone) {
+        return Err(InstanceError::Zone(req.zone.clone()));
+    }
+    let count = check_instance_count(req.count)?;
+    Ok(batch_names(req.name.as_deref(), count)?)
+}
+
+/// `instance` beginning the reinstall of its system disk from `image`, and the parameters of
+/// the job that does it; nothing is stored.
+pub(crate) fn reinstall(
+    mut instance: Instance,
+    image: &Image,
+    request_id: &str,
+) -> Result<(Instance, InstanceJob), InstanceError> {
+    check_operation(&instance, InstanceOp::Reset)?;
+    check_system_disk(Some(instance.system_disk_gib.max(image.size_gib)), image.size_gib)?;
+    instance.begin(InstanceOp::Reset, request_id);
+    let params = InstanceJob {
+        op: InstanceOp::Reset.as_str().into(),
+        instances: vec![instance.id.clone()],
+        image: Some(image.id.clone()),
+    };
+    Ok((instance, params))
+}
+
+/// `instances` beginning `op` (stop, terminate…) together, and the job's parameters.
+pub(crate) fn operation(
+    instances: Vec<Instance>,
+    op: InstanceOp,
+    request_id: &str,
+) -> Result<(Vec<Instance>, InstanceJob), InstanceError> {
+    let mut begun = Vec::with_capacity(instances.len());
+    for mut instance in instances {
+        check_operation(&instance, op)?;
+        instance.begin(op, request_id);
+        begun.push(instance);
+    }
+    let ids = begun.iter().map(|i| i.id.clone()).collect();
+    Ok((begun, InstanceJob { op: op.as_str().into(), instances: ids, image: None }))
 }
 
 pub(crate) fn job_params(job: &JobRecord) -> Result<InstanceJob, JobFailure> {

@@ -18,8 +18,9 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Jobs that move an image's bytes and may take long: imports, exports, captures, copies.
 pub const TRANSFER_KINDS: &[&str] = &["import", "export", "capture", "sync"];
-/// Jobs that operate instances: launches and start/stop/reboot/reset/terminate.
-pub const INSTANCE_KINDS: &[&str] = &["launch", "instance"];
+/// Short jobs: instance launches and start/stop/reboot/reset/terminate, and message
+/// deliveries.
+pub const INSTANCE_KINDS: &[&str] = &["launch", "instance", "notify"];
 
 /// The job workers of one server: a pool per kind of work, so that long transfers never hold
 /// the workers short instance operations need, and a cap on the transfers one account may run
@@ -165,6 +166,7 @@ impl Service {
             "launch" => self.run_launch(job).await,
             "instance" => self.run_instance_op(job).await,
             "sync" => self.run_sync(job, progress).await,
+            "notify" => self.run_notify(job).await,
             other => Err(JobFailure::permanent(format!("unknown job kind `{other}`"))),
         }
     }

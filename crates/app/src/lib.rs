@@ -17,6 +17,10 @@
 //! - [`images`]: the custom-image lifecycle: modify, delete, the usable image of a family.
 //! - [`sharing`]: sharing custom images with other accounts of the region.
 //! - [`sync`]: `SyncImages`, copying an image to other regions, moving only missing blocks.
+//! - [`clock`]: the service's clock, which the rules about time read.
+//! - [`tke`]: TKE node operating systems: the OS catalogue, clusters, node pools and nodes,
+//!   beta applications, image-logic changes and their announcements.
+//! - [`messages`]: the message centre and its webhook deliveries.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
 //! - `replay`: the replay check of signatures (the store's record, a memory cache in front).
 //! - [`maintenance`]: garbage collection and fsck of the block stores.
@@ -25,6 +29,7 @@
 //! No HTTP types here: the API crate parses requests into calls on [`Service`].
 
 pub mod capture;
+pub mod clock;
 pub mod data;
 pub mod demo;
 pub mod disk;
@@ -37,12 +42,14 @@ pub mod ingest;
 pub mod instances;
 pub mod jobs;
 pub mod maintenance;
+pub mod messages;
 mod replay;
 pub mod scratch;
 pub mod secrets;
 pub mod service;
 pub mod sharing;
 pub mod sync;
+pub mod tke;
 pub mod uploads;
 
 pub use secrets::{MasterKey, SecretsError};

@@ -10,6 +10,7 @@ use imaged_domain::time::Timestamp;
 use imaged_domain::{catalog, AccountId, Image, ImageType, Region, RegionCatalog, SecretId};
 use imaged_metastore::{AccountRecord, KeyRecord, KeyStatus, MetaStore, MetaStoreError, Role};
 
+use crate::clock::{Clock, SystemClock};
 use crate::data::DataConfig;
 use crate::replay::ReplayCache;
 use crate::scratch::ScratchSpace;
@@ -125,9 +126,10 @@ pub struct Service {
     worker_id: Arc<str>,
     scratch: Arc<ScratchSpace>,
     replay: Arc<ReplayCache>,
+    clock: Arc<dyn Clock>,
 }
 
-/// The current time.
+/// The host's current time.
 pub fn now() -> Timestamp {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
@@ -155,7 +157,19 @@ impl Service {
             data: Arc::new(data),
             wake: Arc::new(tokio::sync::Notify::new()),
             worker_id: worker_id.into(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same service reading time from `clock` for its time rules.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by the service's clock (the rules about time read this).
+    pub fn clock_now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The data plane's configuration (block stores, uploads, buckets).

@@ -386,7 +386,7 @@ pub struct BetaApplication {
 pub enum BetaGate {
     /// No application was filed.
     #[error(
-        "the OS `{0}` is in beta test: apply with the imaged action ApplyForBetaImage (`imaged tke beta apply`) and use it once the application is approved"
+        "the OS `{0}` is in beta test: apply with the imaged action ApplyForBetaImage (`imaged tke apply-beta`) and use it once the application is approved"
     )]
     NotApplied(String),
     /// The application waits for review.

@@ -172,9 +172,18 @@ impl Client {
 
     /// Calls an action of imaged's extension service (`imaged`, `2026-12-01`).
     pub async fn call_extension(&self, action: &str, params: &Value) -> anyhow::Result<Value> {
+        self.call_service(EXTENSION, action, params).await
+    }
+
+    /// Calls a TKE (`tke`, `2018-05-25`) action.
+    pub async fn call_tke(&self, action: &str, params: &Value) -> anyhow::Result<Value> {
+        self.call_service(("tke", "2018-05-25"), action, params).await
+    }
+
+    async fn call_service(&self, service: (&str, &str), action: &str, params: &Value) -> anyhow::Result<Value> {
         let body = serde_json::to_vec(params)?;
         let req = self
-            .signed_for(EXTENSION, "POST", "/", "", "application/json", &body, false)
+            .signed_for(service, "POST", "/", "", "application/json", &body, false)
             .header("X-TC-Action", action)
             .body(Full::new(Bytes::from(body)))?;
         Self::envelope(self.send(req).await?).await

@@ -8,6 +8,7 @@ pub mod config;
 use std::sync::Arc;
 
 use anyhow::Context;
+use imaged_app::clock::OffsetFileClock;
 use imaged_app::data::DataConfig;
 use imaged_app::egress::EgressPolicy;
 use imaged_app::{MasterKey, Service};
@@ -31,6 +32,11 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
 }
+
+/// The environment variable naming a file whose number (seconds) is added to the service's
+/// clock: the clock the time rules read (a week's notice, effective times), not the one
+/// signatures are checked with.
+pub const CLOCK_OFFSET_ENV: &str = "IMAGED_CLOCK_OFFSET_FILE";
 
 /// Opens the configured metadata store and builds the service over it.
 pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
@@ -71,5 +77,10 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     if let Some(secs) = imports.upload_expiry_secs {
         data.upload_expiry_secs = secs.max(1);
     }
-    Ok(Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data))
+    let service = Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data);
+    // For drills and tests of the time rules: every process reading the same file agrees.
+    Ok(match std::env::var_os(CLOCK_OFFSET_ENV).filter(|v| !v.is_empty()) {
+        Some(path) => service.with_clock(Arc::new(OffsetFileClock::new(path.into()))),
+        None => service,
+    })
 }

@@ -10,6 +10,8 @@ use imaged::open_service;
 use imaged_domain::AccountId;
 use imaged_metastore::Role;
 
+mod tke_cli;
+
 /// imaged: a self-hosted cloud image service with a Tencent Cloud compatible API.
 #[derive(Parser)]
 #[command(name = "imaged", version)]
@@ -43,6 +45,18 @@ enum Command {
         tls_key: Option<std::path::PathBuf>,
         #[command(flatten)]
         common: Common,
+    },
+    /// TKE node operating systems: beta applications and image-logic changes (operator), the
+    /// OS catalogue and beta applications (client).
+    #[command(subcommand)]
+    Tke(tke_cli::TkeCommand),
+    /// The message centre (newest first).
+    Messages {
+        /// Only unread messages.
+        #[arg(long)]
+        unread: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Manage accounts (operator; works while the server runs).
     #[command(subcommand)]
@@ -212,6 +226,17 @@ enum AccountCommand {
         /// The quota in GiB; omit to return to the configured default.
         #[arg(long)]
         gib: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set or clear (no --url) the webhook an account's messages are also delivered to.
+    SetWebhook {
+        /// The account id.
+        #[arg(long)]
+        account: String,
+        /// An http:// or https:// URL receiving each message as a JSON POST.
+        #[arg(long)]
+        url: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -668,7 +693,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.tls_key = tls_key.or(cfg.tls_key);
             serve(cfg).await
         }
+        Command::Tke(cmd) => tke_cli::run(cmd).await,
+        Command::Messages { unread, client } => tke_cli::messages(unread, &client).await,
         Command::Account(cmd) => match cmd {
+            AccountCommand::SetWebhook { account, url, common } => {
+                tke_cli::set_webhook(&account, url.as_deref(), &common).await
+            }
             AccountCommand::Create { name, common } => {
                 let svc = open_service(&load(&common, None)?).await?;
                 print_json(&svc.create_account(&name, Role::User).await?)
