@@ -153,13 +153,28 @@ impl Service {
         let manifest = Manifest::decode(&record.manifest).map_err(|e| JobFailure::permanent(e.to_string()))?;
         let dir = self.bases_dir();
         std::fs::create_dir_all(&dir).map_err(JobFailure::retry)?;
-        let tmp = dir.join(format!(".{key}.{}.partial", self.worker_id()));
+        // A name of this materialisation's own: two jobs may make the same base at once (a
+        // launch and a reinstall from one image); each writes its own file, the first rename
+        // wins and the other's identical file is dropped.
+        let nonce = crate::secrets::random_bytes::<6>().map(hex::encode).map_err(JobFailure::retry)?;
+        let tmp = dir.join(format!(".{key}.{}.{nonce}.partial", self.worker_id()));
         let store = self.data().region_blocks(&record.region);
-        materialise(&store, &manifest, &tmp, &Progress::default()).await?;
+        let made = materialise(&store, &manifest, &tmp, &Progress::default()).await;
+        if let Err(f) = made {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(f);
+        }
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o444))
             .map_err(JobFailure::retry)?;
-        std::fs::write(dir.join(format!("{key}.manifest")), &record.manifest).map_err(JobFailure::retry)?;
-        std::fs::rename(&tmp, dir.join(format!("{key}.raw"))).map_err(JobFailure::retry)?;
+        let manifest_tmp = dir.join(format!(".{key}.{}.{nonce}.manifest.partial", self.worker_id()));
+        std::fs::write(&manifest_tmp, &record.manifest).map_err(JobFailure::retry)?;
+        std::fs::rename(&manifest_tmp, dir.join(format!("{key}.manifest"))).map_err(JobFailure::retry)?;
+        let path = dir.join(format!("{key}.raw"));
+        if path.is_file() {
+            let _ = std::fs::remove_file(&tmp);
+        } else {
+            std::fs::rename(&tmp, &path).map_err(JobFailure::retry)?;
+        }
         self.load_base(&key)
     }
 

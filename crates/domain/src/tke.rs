@@ -766,6 +766,19 @@ mod tests {
     }
 
     #[test]
+    fn cluster_and_pool_states_follow_their_nodes() {
+        let mut initial = node(1, NodeSource::Autoscaling, 1);
+        initial.initial = true;
+        let later = node(2, NodeSource::Manual, 2);
+        use NodeState::{Initializing, Running};
+        assert_eq!(cluster_status(&[(initial.clone(), Initializing), (later.clone(), Running)]), "Creating");
+        assert_eq!(cluster_status(&[(initial.clone(), Running), (later.clone(), Initializing)]), "Running");
+        assert_eq!(pool_life_state(&[(initial.clone(), Initializing)]), "creating");
+        assert_eq!(pool_life_state(&[(initial.clone(), Running), (later.clone(), Initializing)]), "updating");
+        assert_eq!(pool_life_state(&[(initial, Running), (later, Running)]), "normal");
+    }
+
+    #[test]
     fn scale_in_removes_the_newest_autoscaled_nodes_first() {
         let nodes = vec![
             node(1, NodeSource::Manual, 50),

@@ -93,7 +93,7 @@ async fn clusters_pools_and_nodes_are_written_together_or_not_at_all<S: MetaStor
     assert_eq!(mine, [a.id.clone(), b.id.clone()], "oldest first, only the owner's");
     assert!(store.list_clusters(owner, "ap-tokyo").await.expect("db").is_empty(), "per region");
     assert_eq!(store.get_cluster(&theirs.id).await.expect("db").map(|c| c.owner), Some(other));
-    assert_eq!(store.list_pools(&a.id).await.expect("db"), [p.clone()]);
+    assert_eq!(store.list_pools(&a.id).await.expect("db"), std::slice::from_ref(&p));
     assert!(store.list_pools(&b.id).await.expect("db").is_empty());
     let nodes = store.cluster_nodes(&a.id).await.expect("db");
     assert_eq!(nodes.len(), 2);
@@ -209,7 +209,7 @@ async fn changes_beta_applications_and_messages_are_kept<S: MetaStore>(store: &S
     let (a1, b1) = (app(alice, 11, 5), app(bob, 12, 6));
     store.insert_beta_application(&a1).await.expect("db");
     store.insert_beta_application(&b1).await.expect("db");
-    assert_eq!(store.beta_applications(Some(alice)).await.expect("db"), [a1.clone()]);
+    assert_eq!(store.beta_applications(Some(alice)).await.expect("db"), std::slice::from_ref(&a1));
     assert_eq!(store.beta_applications(None).await.expect("db").len(), 2);
     let decided = store.decide_beta_application(&a1.id, BetaStatus::Rejected, Some("why"), Timestamp(9));
     assert!(decided.await.expect("db"));

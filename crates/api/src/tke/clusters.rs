@@ -497,8 +497,7 @@ pub(super) async fn add_existed_instances(ctx: &Ctx<'_>, params: Value) -> Resul
             region,
             &r.cluster_id,
             &r.instance_ids,
-            pool.as_deref(),
-            r.image_id.as_deref(),
+            (pool.as_deref(), r.image_id.as_deref()),
             ctx.request_id,
         )
         .await

@@ -384,14 +384,14 @@ impl Service {
     /// `AddExistedInstances`: each instance's system disk reinstalled from the OS that applies
     /// (an explicit `ImageId` first; else the pool's when it joins a pool, the cluster's
     /// otherwise), instance by instance: those that cannot join are reported, not fatal.
+    /// `pool`: the pool to join; `image`: the explicit image.
     pub async fn add_existed_instances(
         &self,
         caller: AccountId,
         region: &Region,
         id: &str,
         ids: &[String],
-        pool: Option<&str>,
-        image: Option<&str>,
+        (pool, image): (Option<&str>, Option<&str>),
         request_id: &str,
     ) -> Result<NodeOutcome, TkeError> {
         if ids.len() > MAX_NODES_PER_CALL {

@@ -111,15 +111,14 @@ impl Service {
             .ok_or_else(|| TkeError::PoolNotFound(id.to_owned()))
     }
 
-    /// Plans `count` new nodes of `pool` from the pool-level OS (a scale-out), into `write`.
+    /// Plans `count` new nodes of `pool` from the pool-level OS (a scale-out), into `write`;
+    /// `initial` for the nodes of the pool's creation.
     async fn plan_scale_out(
         &self,
         write: &mut TkeWrite,
         region: &Region,
-        cluster: &Cluster,
-        pool: &NodePool,
-        count: u64,
-        initial: bool,
+        (cluster, pool): (&Cluster, &NodePool),
+        (count, initial): (u64, bool),
         request_id: &str,
     ) -> Result<(), TkeError> {
         if count == 0 {
@@ -179,7 +178,7 @@ impl Service {
             created_at: self.clock_now(),
         };
         let mut write = TkeWrite { pools: vec![pool.clone()], ..TkeWrite::default() };
-        self.plan_scale_out(&mut write, region, &cluster, &pool, pool.desired_nodes, true, request_id).await?;
+        self.plan_scale_out(&mut write, region, (&cluster, &pool), (pool.desired_nodes, true), request_id).await?;
         self.commit_tke(&write).await?;
         Ok(pool.id)
     }
@@ -287,13 +286,15 @@ impl Service {
             .cluster_nodes(&cluster.id)
             .await?
             .into_iter()
-            .filter(|(n, _)| n.pool.as_ref() == Some(&pool.id))
+            .filter(|(n, _)| n.pool.as_ref() == Some(&pool.id) && n.source == NodeSource::Autoscaling)
             .collect();
+        // The desired capacity counts the nodes the pool's scaling made, as an Auto Scaling
+        // group does; nodes added by hand come and go on their own.
         let current = members.len() as u64;
         pool.desired_nodes = desired;
         let mut write = TkeWrite { pools: vec![pool.clone()], ..TkeWrite::default() };
         if desired > current {
-            self.plan_scale_out(&mut write, region, &cluster, &pool, desired - current, false, request_id).await?;
+            self.plan_scale_out(&mut write, region, (&cluster, &pool), (desired - current, false), request_id).await?;
         } else if desired < current {
             let nodes: Vec<_> = members.iter().map(|(n, _)| n.clone()).collect();
             let victims = scale_in_victims(&nodes, desired);

@@ -7,6 +7,7 @@
 pub mod guest;
 pub mod hostile;
 pub mod node;
+pub mod tke;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -121,8 +122,24 @@ impl Server {
 
     /// As [`Server::start_with`], the server run under `wrapper` (e.g. `prlimit --nofile=…`).
     pub fn start_under(backend: Backend, test: &str, config: &str, wrapper: &[&str]) -> Option<Server> {
+        Self::start_full(backend, test, config, wrapper, &[])
+    }
+
+    /// As [`Server::start`], with extra environment for the server and the operator commands.
+    pub fn start_env(backend: Backend, test: &str, extra: &[(&str, &str)]) -> Option<Server> {
+        Self::start_full(backend, test, "", &[], extra)
+    }
+
+    fn start_full(
+        backend: Backend,
+        test: &str,
+        config: &str,
+        wrapper: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Option<Server> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env = vec![("IMAGED_LOG".to_owned(), "warn".to_owned())];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         if backend == Backend::Postgres {
             env.push(("IMAGED_DATABASE_URL".into(), pg_url(test)?));
             env.push(("IMAGED_DATABASE_SCHEMA".into(), unique(test)));

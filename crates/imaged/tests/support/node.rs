@@ -1,4 +1,4 @@
-//! The official Node.js SDK (npm `tencentcloud-sdk-nodejs-cvm` with `-common`), installed once
+//! The official Node.js SDK (npm `tencentcloud-sdk-nodejs-cvm` and `-tke` with `-common`), installed once
 //! into `target/e2e-node` and reused, and a runner for snippets against a server.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,11 @@ use serde_json::Value;
 use super::{Creds, Server};
 
 /// The SDK packages, pinned.
-const NPM_PACKAGES: &[&str] = &["tencentcloud-sdk-nodejs-common@4.1.220", "tencentcloud-sdk-nodejs-cvm@4.1.316"];
+const NPM_PACKAGES: &[&str] = &[
+    "tencentcloud-sdk-nodejs-common@4.1.220",
+    "tencentcloud-sdk-nodejs-cvm@4.1.316",
+    "tencentcloud-sdk-nodejs-tke@4.1.314",
+];
 
 /// `target/e2e-node`, with the SDK installed (on first use).
 pub fn node_dir() -> &'static Path {
@@ -34,9 +38,18 @@ pub fn node_dir() -> &'static Path {
     })
 }
 
-/// Helpers every snippet can use: `client(endpoint, region)` and `call(c, action, params)`.
+/// Helpers every snippet can use: `client(endpoint, region)`, `tkeClient(endpoint, region)` and
+/// `call(c, action, params)`.
 const PRELUDE: &str = r#"
 const { cvm } = require("tencentcloud-sdk-nodejs-cvm");
+const { tke } = require("tencentcloud-sdk-nodejs-tke");
+function tkeClient(endpoint = process.env.IMAGED_ENDPOINT, region = "ap-guangzhou") {
+  return new tke.v20180525.Client({
+    credential: { secretId: process.env.SECRET_ID, secretKey: process.env.SECRET_KEY },
+    region,
+    profile: { httpProfile: { endpoint, protocol: "http://", reqMethod: "POST" }, language: "en-US" },
+  });
+}
 function client(endpoint = process.env.IMAGED_ENDPOINT, region = "ap-guangzhou", method = "POST") {
   return new cvm.v20170312.Client({
     credential: { secretId: process.env.SECRET_ID, secretKey: process.env.SECRET_KEY },
