@@ -44,6 +44,68 @@ fn changing_no_node(server: &Server, user: &Creds, nodes: &Value, what: &str, sn
     r
 }
 
+/// The nodes one round of the matrix made.
+struct Round {
+    /// By `CreateClusterInstances`.
+    created: String,
+    /// By scaling the pool out by one.
+    scaled: String,
+    /// Every node afterwards.
+    nodes: Value,
+}
+
+/// One round of the matrix: creates a node, adds `to_cluster` to the cluster and `to_pool` to
+/// the pool, scales the pool out by one and upgrades `upgrade`; asserts that the cluster-level
+/// operations gave `cluster_os` and the pool-level ones `pool_os`, on the disks.
+fn round(
+    server: &Server,
+    user: &Creds,
+    (cluster, pool): (&str, &str),
+    (to_cluster, to_pool, upgrade): (&str, &str, &str),
+    (cluster_os, pool_os): (&str, &str),
+    phase: &str,
+) -> Round {
+    let r = py(
+        server,
+        user,
+        &format!(
+            r#"t = tke()
+before = settle_nodes(t, "{cluster}")
+c = call(t, "CreateClusterInstances", {{"ClusterId": "{cluster}", "RunInstancePara": run_para()}})
+a = call(t, "AddExistedInstances", {{"ClusterId": "{cluster}", "InstanceIds": ["{to_cluster}"]}})
+b = call(t, "AddExistedInstances", {{"ClusterId": "{cluster}", "InstanceIds": ["{to_pool}"],
+    "NodePool": {{"AddToNodePool": True, "NodePoolId": "{pool}"}}}})
+desired = call(t, "DescribeClusterNodePoolDetail", {{"ClusterId": "{cluster}", "NodePoolId": "{pool}"}})["ok"]["NodePool"]["DesiredNodesNum"]
+s = call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": "{pool}", "DesiredCapacity": desired + 1}})
+u = call(t, "UpgradeClusterInstances", {{"ClusterId": "{cluster}", "Operation": "create", "UpgradeType": "reset",
+    "InstanceIds": ["{upgrade}"]}})
+result = {{"c": c, "a": a, "b": b, "s": s, "u": u, "before": before, "after": settle_nodes(t, "{cluster}")}}"#
+        ),
+    );
+    for step in ["c", "a", "b", "s", "u"] {
+        assert!(r[step]["ok"].is_object(), "{phase}: {step}: {}", r[step]);
+    }
+    assert_eq!(ids(&r["a"]["ok"]["SuccInstanceIds"]), [to_cluster], "{phase}: {}", r["a"]);
+    assert_eq!(ids(&r["b"]["ok"]["SuccInstanceIds"]), [to_pool], "{phase}: {}", r["b"]);
+    let created = ids(&r["c"]["ok"]["InstanceIdSet"]).remove(0);
+    let fresh = new_nodes(&r["before"], &r["after"]);
+    let scaled: Vec<&String> =
+        fresh.iter().filter(|n| ![&created, to_cluster, to_pool].contains(&n.as_str())).collect();
+    assert_eq!(scaled.len(), 1, "{phase}: one node from the scale-out: {fresh:?}");
+    let scaled = scaled[0].clone();
+    let cases = [
+        ("CreateClusterInstances", created.as_str(), cluster_os),
+        ("AddExistedInstances to the cluster", to_cluster, cluster_os),
+        ("UpgradeClusterInstances", upgrade, cluster_os),
+        ("AddExistedInstances to the pool", to_pool, pool_os),
+        ("scaling the pool out", scaled.as_str(), pool_os),
+    ];
+    for (operation, node, expected) in cases {
+        assert_eq!(os_of(server, node), expected, "{phase}: {operation} must give {expected}");
+    }
+    Round { created, scaled, nodes: r["after"].clone() }
+}
+
 #[test]
 fn each_node_operation_uses_its_levels_os_and_os_changes_touch_no_existing_node() {
     let Some(server) = Server::start(Backend::Sqlite, "tke_levels") else { return };
@@ -89,8 +151,8 @@ result = {"os": os_images, "old": old, "cvm": cvm}"#,
     let v: Value = serde_json::from_slice(&out.stdout).expect("tccli json");
     assert_eq!(v["OSImageSeriesSet"][5]["OsName"], "centos7.6.0_x64");
 
-    // Four instances of the user's own, from an OS TKE does not offer, to add later.
-    let r = py(&server, &user, &format!(r#"result = run(client(), "{DEBIAN}", count=4, name="own")"#));
+    // Instances of the user's own, from an OS TKE does not offer, to add later.
+    let r = py(&server, &user, &format!(r#"result = run(client(), "{DEBIAN}", count=7, name="own")"#));
     let own = ids(&r["ids"]);
     let work = tempfile::tempdir().expect("tempdir");
     support::guest::write_file(&support::guest::disk_of(&server, &own[0]), "/etc/old-data", "mine\n", work.path());
@@ -144,14 +206,12 @@ result = {{"cluster": cid, "seen": seen, "after": after, "nodes": n}}"#,
         "adding an existing instance wipes its system disk"
     );
 
-    // Rule 2: a pool's nodes (at creation and when scaled out) and instances added to the pool
-    // use the pool OS; rule 1: instances added to the cluster alone use the cluster OS.
+    // A pool: its first node, made with the pool, gets the pool OS.
     let r = py(
         &server,
         &user,
         &format!(
             r#"t = tke()
-before = settle_nodes(t, "{cluster}")
 r = call(t, "CreateClusterNodePool", {{"ClusterId": "{cluster}", "Name": "ubuntu-pool", "EnableAutoscale": False,
     "NodePoolOs": "ubuntu18.04.1x86_64", "InstanceAdvancedSettings": {{}},
     "AutoScalingGroupPara": json.dumps({{"MinSize": 0, "MaxSize": 10, "DesiredCapacity": 1, "VpcId": "vpc-1"}}),
@@ -160,19 +220,10 @@ pid = r["ok"]["NodePoolId"]
 creating = call(t, "DescribeClusterNodePoolDetail", {{"ClusterId": "{cluster}", "NodePoolId": pid}})["ok"]["NodePool"]
 creating_nodes = call(t, "DescribeClusterInstances", {{"ClusterId": "{cluster}", "Filters": [
     {{"Name": "nodepool-id", "Values": [pid]}}]}})["ok"]["InstanceSet"]
-a = call(t, "AddExistedInstances", {{"ClusterId": "{cluster}", "InstanceIds": ["{e1}"],
-    "NodePool": {{"AddToNodePool": True, "NodePoolId": pid}}}})
-b = call(t, "AddExistedInstances", {{"ClusterId": "{cluster}", "InstanceIds": ["{e2}"]}})
 settle_nodes(t, "{cluster}")
-s = call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": pid, "DesiredCapacity": 2}})
-after = settle_nodes(t, "{cluster}")
-pool = call(t, "DescribeClusterNodePoolDetail", {{"ClusterId": "{cluster}", "NodePoolId": pid}})["ok"]["NodePool"]
-auto = call(t, "DescribeClusterInstances", {{"ClusterId": "{cluster}", "Filters": [
-    {{"Name": "nodepool-id", "Values": [pid]}}, {{"Name": "nodepool-instance-type", "Values": ["AUTOSCALING_ADDED"]}}]}})["ok"]
-result = {{"pool": pid, "creating": creating, "creating_nodes": creating_nodes, "a": a, "b": b, "s": s, "before": before, "after": after,
-          "detail": pool, "auto": auto}}"#,
-            e1 = own[1],
-            e2 = own[2]
+first = call(t, "DescribeClusterInstances", {{"ClusterId": "{cluster}", "Filters": [
+    {{"Name": "nodepool-id", "Values": [pid]}}]}})["ok"]["InstanceSet"]
+result = {{"pool": pid, "creating": creating, "creating_nodes": creating_nodes, "first": first}}"#
         ),
     );
     let pool = r["pool"].as_str().expect("pool id").to_owned();
@@ -182,103 +233,81 @@ result = {{"pool": pid, "creating": creating, "creating_nodes": creating_nodes, 
         r["creating_nodes"].as_array().expect("set").iter().any(|n| n["InstanceState"] == "initializing");
     let expected = if initializing { "creating" } else { "normal" };
     assert_eq!(r["creating"]["LifeState"], expected, "{} {}", r["creating"], r["creating_nodes"]);
-    assert_eq!(ids(&r["a"]["ok"]["SuccInstanceIds"]), std::slice::from_ref(&own[1]), "{}", r["a"]);
-    assert!(r["b"]["ok"]["FailedInstanceIds"].as_array().is_some_and(Vec::is_empty), "{}", r["b"]);
-    assert!(r["s"]["ok"].is_object(), "{}", r["s"]);
-    let detail = &r["detail"];
-    assert_eq!((detail["NodePoolOs"].as_str(), detail["ImageId"].as_str()), (Some("ubuntu18.04.1x86_64"), Some(U18)));
-    assert_eq!((detail["LifeState"].as_str(), detail["DesiredNodesNum"].as_u64()), (Some("normal"), Some(2)));
-    assert_eq!(detail["NodeCountSummary"]["AutoscalingAdded"]["Total"], 2);
-    assert_eq!(detail["NodeCountSummary"]["ManuallyAdded"]["Normal"], 1);
-    let scaled =
-        ids(&r["auto"]["InstanceSet"].as_array().expect("set").iter().map(|i| i["InstanceId"].clone()).collect());
-    assert_eq!(scaled.len(), 2);
-    for node in &scaled {
-        assert_eq!(os_of(&server, node), U18, "a pool's scaled node gets the pool OS");
-    }
-    assert_eq!(os_of(&server, &own[1]), U18, "an instance added to the pool gets the pool OS");
-    assert_eq!(os_of(&server, &own[2]), TK4, "an instance added to the cluster gets the cluster OS");
-    assert_eq!(r["after"][&own[1]]["NodePoolId"], pool.as_str());
-    assert_eq!(r["after"][&own[2]]["NodePoolId"], "");
+    let first_pool_node = r["first"][0]["InstanceId"].as_str().expect("the pool's node").to_owned();
+    assert_eq!(os_of(&server, &first_pool_node), U18, "a pool's first node gets the pool OS");
 
-    // Rule 4: changing the cluster's OS changes no existing node, byte for byte; new nodes and
-    // upgrades get the new one, pool scaling still the pool's.
+    // The matrix: every node operation, before any change, after the cluster's OS changed and
+    // after the pool's, each checked on the disk it made. Changing an OS changes no disk.
+    let r1 = round(&server, &user, (&cluster, &pool), (&own[1], &own[2], &first_pool_node), (TK4, U18), "before");
     let r = changing_no_node(
         &server,
         &user,
-        &r["after"],
+        &r1.nodes,
         "ModifyClusterImage",
         &format!(
             r#"t = tke()
 m = call(t, "ModifyClusterImage", {{"ClusterId": "{cluster}", "ImageId": "{TL24}"}})
 c = call(t, "DescribeClusters", {{"ClusterIds": ["{cluster}"]}})["ok"]["Clusters"][0]
-result = {{"m": m, "c": c, "nodes": settle_nodes(t, "{cluster}")}}"#
+result = {{"m": m, "c": c}}"#
         ),
     );
     assert!(r["m"]["ok"].is_object(), "{}", r["m"]);
-    assert_eq!(
-        (r["c"]["ClusterOs"].as_str(), r["c"]["ImageId"].as_str()),
-        (Some("tlinux2.4x86_64"), Some(TL24)),
-        "by its image id"
-    );
-    let before = r["nodes"].clone();
-    let r = py(
+    let os = (r["c"]["ClusterOs"].as_str(), r["c"]["ImageId"].as_str());
+    assert_eq!(os, (Some("tlinux2.4x86_64"), Some(TL24)), "an image id that backs an OS means that OS");
+    let r2 = round(
         &server,
         &user,
-        &format!(
-            r#"t = tke()
-c = call(t, "CreateClusterInstances", {{"ClusterId": "{cluster}", "RunInstancePara": run_para()}})
-call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": "{pool}", "DesiredCapacity": 3}})
-result = {{"c": c, "nodes": settle_nodes(t, "{cluster}")}}"#
-        ),
+        (&cluster, &pool),
+        (&own[3], &own[4], &r1.scaled),
+        (TL24, U18),
+        "after ModifyClusterImage",
     );
-    let made = ids(&r["c"]["ok"]["InstanceIdSet"]);
-    assert_eq!(os_of(&server, &made[0]), TL24, "a node created after the change gets the new cluster OS");
-    let scaled3: Vec<String> = new_nodes(&before, &r["nodes"]).into_iter().filter(|n| *n != made[0]).collect();
-    assert_eq!(scaled3.len(), 1);
-    assert_eq!(os_of(&server, &scaled3[0]), U18, "scaling the pool still uses the pool OS");
-
-    // Rule 4 for the pool: ModifyClusterNodePool.OsName changes no existing node either.
     let r = changing_no_node(
         &server,
         &user,
-        &r["nodes"],
+        &r2.nodes,
         "ModifyClusterNodePool",
         &format!(
             r#"t = tke()
 m = call(t, "ModifyClusterNodePool", {{"ClusterId": "{cluster}", "NodePoolId": "{pool}", "OsName": "centos7.6.0_x64"}})
-p = call(t, "DescribeClusterNodePools", {{"ClusterId": "{cluster}"}})["ok"]
-result = {{"m": m, "p": p, "nodes": settle_nodes(t, "{cluster}")}}"#
+result = {{"m": m, "p": call(t, "DescribeClusterNodePools", {{"ClusterId": "{cluster}"}})["ok"]}}"#
         ),
     );
     assert!(r["m"]["ok"].is_object(), "{}", r["m"]);
     assert_eq!(r["p"]["NodePoolSet"][0]["NodePoolOs"], "centos7.6.0_x64");
     assert_eq!(r["p"]["NodePoolSet"][0]["ImageId"], C76);
-    let before = r["nodes"].clone();
+    let r3 = round(
+        &server,
+        &user,
+        (&cluster, &pool),
+        (&own[5], &own[6], &r2.scaled),
+        (TL24, C76),
+        "after ModifyClusterNodePool",
+    );
+    assert_eq!(os_of(&server, &created[0]), TK4, "nodes nobody reinstalled keep what they had");
+    assert_eq!(os_of(&server, &r1.created), TK4);
+    assert_eq!(os_of(&server, &r2.created), TL24);
+    assert_eq!(os_of(&server, &own[2]), U18);
+    assert_eq!(os_of(&server, &r3.scaled), C76);
+
     let r = py(
         &server,
         &user,
         &format!(
             r#"t = tke()
-call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": "{pool}", "DesiredCapacity": 4}})
-a = call(t, "AddExistedInstances", {{"ClusterId": "{cluster}", "InstanceIds": ["{e3}"],
-    "NodePool": {{"AddToNodePool": True, "NodePoolId": "{pool}"}}}})
-u = call(t, "UpgradeClusterInstances", {{"ClusterId": "{cluster}", "Operation": "create", "UpgradeType": "reset",
-    "InstanceIds": ["{p1}", "{own1}"]}})
-result = {{"a": a, "u": u, "nodes": settle_nodes(t, "{cluster}")}}"#,
-            e3 = own[3],
-            p1 = scaled[0],
-            own1 = own[1],
+pool = call(t, "DescribeClusterNodePoolDetail", {{"ClusterId": "{cluster}", "NodePoolId": "{pool}"}})["ok"]["NodePool"]
+auto = call(t, "DescribeClusterInstances", {{"ClusterId": "{cluster}", "Filters": [
+    {{"Name": "nodepool-id", "Values": ["{pool}"]}}, {{"Name": "nodepool-instance-type", "Values": ["AUTOSCALING_ADDED"]}}]}})["ok"]
+result = {{"detail": pool, "auto": auto}}"#
         ),
     );
-    assert!(r["u"]["ok"].is_object(), "{}", r["u"]);
-    let scaled4: Vec<String> = new_nodes(&before, &r["nodes"]).into_iter().filter(|n| *n != own[3]).collect();
-    assert_eq!(os_of(&server, &scaled4[0]), C76, "scaling out after the pool's change uses its new OS");
-    assert_eq!(os_of(&server, &own[3]), C76, "adding to the pool after its change uses its new OS");
-    assert_eq!(os_of(&server, &scaled[0]), TL24, "an upgrade reinstalls from the cluster OS, even a pool's node");
-    assert_eq!(os_of(&server, &own[1]), TL24);
-    assert_eq!(os_of(&server, &scaled3[0]), U18, "nodes not upgraded keep what they had");
-    assert_eq!(os_of(&server, &created[0]), TK4);
+    let detail = &r["detail"];
+    assert_eq!((detail["LifeState"].as_str(), detail["DesiredNodesNum"].as_u64()), (Some("normal"), Some(4)));
+    assert_eq!(detail["NodeCountSummary"]["AutoscalingAdded"]["Total"], 4, "{detail}");
+    assert_eq!(detail["NodeCountSummary"]["ManuallyAdded"]["Normal"], 3, "{detail}");
+    assert_eq!(r["auto"]["TotalCount"], 4);
+    assert_eq!(r3.nodes[&own[6]]["NodePoolId"], pool.as_str());
+    assert_eq!(r3.nodes[&own[5]]["NodePoolId"], "");
 
     // Scaling in removes the newest autoscaled nodes; deleting the pool keeps its nodes in the
     // cluster; deleting the cluster with `retain` keeps the instances.
@@ -296,15 +325,15 @@ dc = call(t, "DeleteCluster", {{"ClusterId": "{cluster}", "InstanceDeleteMode": 
 after = call(t, "DescribeClusters", {{}})["ok"]
 inst = call(client(), "DescribeInstances", {{"InstanceIds": ["{own1}"]}})["ok"]
 result = {{"s": s, "gone": gone, "low": low, "d": d, "left": left, "dc": dc, "after": after, "inst": inst}}"#,
-            p4 = scaled4[0],
-            own1 = own[1],
+            p4 = r3.scaled,
+            own1 = own[2],
         ),
     );
     assert_eq!(r["gone"], true);
     assert_eq!(r["low"]["error"], "InvalidParameter.Param", "beyond MaxNodesNum: {}", r["low"]);
     assert!(r["d"]["ok"].is_object(), "{}", r["d"]);
     let left = r["left"].as_object().expect("nodes");
-    assert!(left.contains_key(&own[1]) && !left.contains_key(&scaled4[0]), "{left:?}");
+    assert!(left.contains_key(&own[2]) && !left.contains_key(&r3.scaled), "{left:?}");
     assert!(left.values().all(|n| n["NodePoolId"] == ""), "the pool's nodes stay in the cluster without it");
     assert!(r["dc"]["ok"].is_object(), "{}", r["dc"]);
     assert_eq!(r["after"]["TotalCount"], 0);
@@ -604,6 +633,15 @@ fn image_logic_changes_are_announced_a_week_ahead_and_take_effect_only_then() {
         .expect("imaged messages");
     assert!(cli_inbox.status.success(), "{}", String::from_utf8_lossy(&cli_inbox.stderr));
     assert!(String::from_utf8_lossy(&cli_inbox.stdout).contains(&id));
+    let catalogue = Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["tke", "os-images", "--endpoint", &format!("http://{}", server.addr)])
+        .env("TENCENTCLOUD_SECRET_ID", &carol.secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", &carol.secret_key)
+        .output()
+        .expect("imaged tke os-images");
+    assert!(catalogue.status.success(), "{}", String::from_utf8_lossy(&catalogue.stderr));
+    let catalogue: Value = serde_json::from_slice(&catalogue.stdout).expect("catalogue json");
+    assert_eq!(catalogue["OSImageSeriesSet"][5]["ImageId"], C76, "the change is not in effect yet");
     let r = py(
         &server,
         &carol,
