@@ -498,6 +498,14 @@ result["no_pool"] = call(t, "DescribeClusterNodePoolDetail", {{"ClusterId": "{cl
 result["bad_pool"] = call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": "np-X", "DesiredCapacity": 1}})
 result["over"] = call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": pid, "DesiredCapacity": 3}})
 result["under"] = call(t, "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": pid, "DesiredCapacity": -1}})
+import threading
+outs = []
+def scale():
+    outs.append(call(tke(), "ModifyNodePoolDesiredCapacityAboutAsg", {{"ClusterId": "{cluster}", "NodePoolId": pid, "DesiredCapacity": 2}}))
+threads = [threading.Thread(target=scale) for _ in range(6)]
+[th.start() for th in threads]
+[th.join() for th in threads]
+result["race"] = {{"outs": outs, "pool_nodes": len([n for n in settle_nodes(t, "{cluster}").values() if n["NodePoolId"] == pid])}}
 result["messages"] = call(ext(), "MarkMessagesRead", {{"MessageIds": ["msg-NOPE"]}})
 result["apply"] = call(ext(), "ApplyForBetaImage", {{"OsName": "beos"}})"#
         ),
@@ -530,6 +538,12 @@ result["apply"] = call(ext(), "ApplyForBetaImage", {{"OsName": "beos"}})"#
         ("messages", "InvalidParameterValue"),
         ("apply", "InvalidParameter.OsNotSupport"),
     ];
+    // Six concurrent scale-outs to 2 leave the pool with 2 nodes: the others were refused or
+    // found it scaled already.
+    assert_eq!(r["race"]["pool_nodes"], 2, "{}", r["race"]);
+    for out in r["race"]["outs"].as_array().expect("answers") {
+        assert!(out["ok"].is_object() || out["error"] == "OperationDenied", "{out}");
+    }
     for (case, code) in expect {
         assert_eq!(r[case]["error"], code, "{case}: {}", r[case]);
         assert!(r[case]["request_id"].as_str().is_some_and(|id| id.len() == 36), "{case}: an envelope");

@@ -121,6 +121,17 @@ async fn clusters_pools_and_nodes_are_written_together_or_not_at_all<S: MetaStor
     assert_eq!(store.tke_write(&second).await.expect("db"), Err(Refused::Busy));
     assert_eq!(store.list_pools(&a.id).await.expect("db").len(), 1, "nothing of a refused write");
 
+    // A read-modify-write of a pool holds only if the pool is still as it was read.
+    let stored = store.get_pool(&p.id).await.expect("db").expect("pool");
+    let mut scaled = stored.clone();
+    scaled.desired_nodes = 3;
+    let guarded = |pools: Vec<NodePool>| TkeWrite { expect_pools: vec![stored.clone()], pools, ..TkeWrite::default() };
+    assert_eq!(store.tke_write(&guarded(vec![scaled.clone()])).await.expect("db"), Ok(()));
+    let mut again = stored.clone();
+    again.desired_nodes = 5;
+    assert_eq!(store.tke_write(&guarded(vec![again])).await.expect("db"), Err(Refused::WrongState));
+    assert_eq!(store.get_pool(&p.id).await.expect("db"), Some(scaled), "the second scale wrote nothing");
+
     // Leaving: a removed node keeps its instance; a terminated instance leaves its cluster.
     let leave = TkeWrite { removed_nodes: vec![vm.id.clone()], ..TkeWrite::default() };
     assert_eq!(store.tke_write(&leave).await.expect("db"), Ok(()));

@@ -12,6 +12,10 @@ use crate::{JobRecord, Refused, Result};
 /// What one TKE request writes, all in one transaction, or nothing.
 #[derive(Debug, Clone, Default)]
 pub struct TkeWrite {
+    /// Pools the request read and must still be stored exactly so (a read-modify-write such
+    /// as a scale-out), else `WrongState` and nothing is written: two concurrent scale-outs of
+    /// one pool cannot both launch.
+    pub expect_pools: Vec<NodePool>,
     /// Clusters inserted or replaced.
     pub clusters: Vec<Cluster>,
     /// Node pools inserted or replaced.

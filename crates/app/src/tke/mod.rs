@@ -263,6 +263,9 @@ impl Service {
             Err(Refused::DuplicateId) => {
                 Err(TkeError::Param("an instance is already a node of another cluster".into()))
             }
+            Err(Refused::WrongState) => Err(TkeError::Denied(
+                "the node pool changed meanwhile (another request); read it again and retry".into(),
+            )),
             Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
         }
     }

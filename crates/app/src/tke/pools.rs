@@ -248,7 +248,8 @@ impl Service {
         changes: PoolChanges,
     ) -> Result<(), TkeError> {
         let cluster = self.own_cluster(caller, region, cluster).await?;
-        let mut pool = self.own_pool(&cluster, pool).await?;
+        let read = self.own_pool(&cluster, pool).await?;
+        let mut pool = read.clone();
         if let Some(name) = changes.name {
             pool.name = name;
         }
@@ -264,7 +265,7 @@ impl Service {
         if let Some(labels) = changes.labels {
             pool.labels = labels;
         }
-        self.commit_tke(&TkeWrite { pools: vec![pool], ..TkeWrite::default() }).await
+        self.commit_tke(&TkeWrite { expect_pools: vec![read], pools: vec![pool], ..TkeWrite::default() }).await
     }
 
     /// `ModifyNodePoolDesiredCapacityAboutAsg`: scales the pool out (new nodes from the pool's
@@ -279,7 +280,8 @@ impl Service {
         request_id: &str,
     ) -> Result<(), TkeError> {
         let cluster = self.own_cluster(caller, region, cluster).await?;
-        let mut pool = self.own_pool(&cluster, pool).await?;
+        let read = self.own_pool(&cluster, pool).await?;
+        let mut pool = read.clone();
         check_size(&pool.name, pool.min_nodes, desired, pool.max_nodes)?;
         let members: Vec<_> = self
             .store()
@@ -292,7 +294,7 @@ impl Service {
         // group does; nodes added by hand come and go on their own.
         let current = members.len() as u64;
         pool.desired_nodes = desired;
-        let mut write = TkeWrite { pools: vec![pool.clone()], ..TkeWrite::default() };
+        let mut write = TkeWrite { expect_pools: vec![read], pools: vec![pool.clone()], ..TkeWrite::default() };
         if desired > current {
             self.plan_scale_out(&mut write, region, (&cluster, &pool), (desired - current, false), request_id).await?;
         } else if desired < current {

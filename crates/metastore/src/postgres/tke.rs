@@ -14,6 +14,17 @@ use imaged_domain::tke::{BetaApplication, BetaStatus, Cluster, Message, Node, No
 use imaged_domain::{AccountId, ApplicationId, ClusterId, InstanceId, MessageId, NodePoolId};
 
 async fn write_tx(tx: &Transaction<'_>, w: &TkeWrite) -> Result<Result<(), Refused>> {
+    for expected in &w.expect_pools {
+        // The row lock makes a concurrent writer of the same pool wait, then see the new row.
+        let row = tx
+            .query_opt("SELECT doc FROM tke_node_pools WHERE id = $1 FOR UPDATE", &[&expected.id.as_str()])
+            .await
+            .map_err(db_err)?;
+        let current: Option<NodePool> = row.map(|r| decode("node pool", r.get(0))).transpose()?;
+        if current.as_ref() != Some(expected) {
+            return Ok(Err(Refused::WrongState));
+        }
+    }
     if let Err(refused) = begin_tx(tx, &w.operating).await? {
         return Ok(Err(refused));
     }

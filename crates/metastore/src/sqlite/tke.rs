@@ -13,6 +13,16 @@ use imaged_domain::tke::{BetaApplication, BetaStatus, Cluster, Message, Node, No
 use imaged_domain::{AccountId, ApplicationId, ClusterId, InstanceId, MessageId, NodePoolId};
 
 fn write_tx(tx: &Connection, w: &TkeWrite) -> Result<Result<(), Refused>> {
+    for expected in &w.expect_pools {
+        let doc: Option<String> = tx
+            .query_row("SELECT doc FROM tke_node_pools WHERE id = ?1", params![expected.id.as_str()], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let current: Option<NodePool> = doc.map(|d| decode("node pool", &d)).transpose()?;
+        if current.as_ref() != Some(expected) {
+            return Ok(Err(Refused::WrongState));
+        }
+    }
     if let Err(refused) = begin_tx(tx, &w.operating)? {
         return Ok(Err(refused));
     }
