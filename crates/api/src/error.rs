@@ -183,6 +183,11 @@ pub mod code {
     /// TKE: the operation is not allowed (a beta OS without approval, deletion protection).
     pub const OPERATION_DENIED: &str = "OperationDenied";
 
+    /// The price table has no such instance type in the region.
+    pub const INSTANCE_TYPE_NOT_FOUND: &str = "InvalidParameterValue.InstanceTypeNotFound";
+    /// The image's architecture does not run on the instance type.
+    pub const IMAGE_FOR_GIVEN_INSTANCE_TYPE: &str = "InvalidParameterValue.InvalidImageForGivenInstanceType";
+
     /// The code for an operation refused in `state`.
     pub fn instance_state(state: imaged_domain::instance::InstanceState) -> &'static str {
         use imaged_domain::instance::InstanceState as S;
@@ -201,6 +206,8 @@ pub mod code {
 
     /// Every code above, for documentation and tests.
     pub const ALL: &[&str] = &[
+        INSTANCE_TYPE_NOT_FOUND,
+        IMAGE_FOR_GIVEN_INSTANCE_TYPE,
         OS_NOT_SUPPORT,
         IMAGE_ID_NOT_FOUND,
         IMAGE_NOT_FOUND_VALUE,

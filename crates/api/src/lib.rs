@@ -9,6 +9,8 @@
 //! - `server`: the axum router, the request pipeline and Tencent's envelope.
 //! - `cvm`: CVM `2017-03-12` actions.
 //! - `ext`: imaged's extension service (`imaged`, `2026-12-01`): `DescribeStorageQuota`.
+//! - `pricing`: `InquiryPriceRunInstances`, `InquiryPriceResetInstance`, and the extension's
+//!   `DescribePriceBreakdown`.
 //! - `tke`: TKE `2018-05-25` actions: the OS catalogue, clusters, node pools and nodes.
 //! - `transfer`: resumable uploads (`/upload`) and downloads of exported files (`/download`).
 //!
@@ -20,6 +22,7 @@ pub mod error;
 mod ext;
 pub mod listener;
 pub mod params;
+mod pricing;
 mod server;
 mod share;
 pub mod tc3;

@@ -18,7 +18,7 @@ use crate::error::{code, ApiError, Language};
 use crate::params::{self, Field};
 use crate::tc3::{self, Authorization, SignedRequest};
 use crate::tke::TkeAction;
-use crate::{compute, ext, share, tke};
+use crate::{compute, ext, pricing, share, tke};
 use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
@@ -69,6 +69,9 @@ enum ActionId {
     DescribeMessages,
     MarkMessagesRead,
     Tke(TkeAction),
+    InquiryPriceRunInstances,
+    InquiryPriceResetInstance,
+    DescribePriceBreakdown,
 }
 
 #[derive(Clone, Copy)]
@@ -140,6 +143,18 @@ const ACTIONS: &[Action] = &[
         ActionId::DescribeImageSharePermission,
     ),
     cvm_action("SyncImages", share::SYNC_IMAGES, RegionUse::Required, ActionId::SyncImages),
+    cvm_action(
+        "InquiryPriceRunInstances",
+        pricing::INQUIRY_PRICE_RUN_INSTANCES,
+        RegionUse::Required,
+        ActionId::InquiryPriceRunInstances,
+    ),
+    cvm_action(
+        "InquiryPriceResetInstance",
+        pricing::INQUIRY_PRICE_RESET_INSTANCE,
+        RegionUse::Required,
+        ActionId::InquiryPriceResetInstance,
+    ),
     ext_action("DescribeStorageQuota", cvm::NONE, ActionId::DescribeStorageQuota),
     ext_action("ApplyForBetaImage", ext::APPLY_FOR_BETA_IMAGE, ActionId::ApplyForBetaImage),
     ext_action(
@@ -149,6 +164,14 @@ const ACTIONS: &[Action] = &[
     ),
     ext_action("DescribeMessages", ext::DESCRIBE_MESSAGES, ActionId::DescribeMessages),
     ext_action("MarkMessagesRead", ext::MARK_MESSAGES_READ, ActionId::MarkMessagesRead),
+    Action {
+        service: ext::SERVICE,
+        version: ext::VERSION,
+        name: "DescribePriceBreakdown",
+        params: pricing::INQUIRY_PRICE_RUN_INSTANCES,
+        region: RegionUse::Required,
+        id: ActionId::DescribePriceBreakdown,
+    },
 ];
 
 /// The TKE actions, as routing sees them.
@@ -386,6 +409,9 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ActionId::DescribeMessages => ext::describe_messages(&ctx, params).await,
         ActionId::MarkMessagesRead => ext::mark_messages_read(&ctx, params).await,
         ActionId::Tke(a) => tke::dispatch(&ctx, a, params).await,
+        ActionId::InquiryPriceRunInstances => pricing::inquiry_price_run_instances(&ctx, params).await,
+        ActionId::InquiryPriceResetInstance => pricing::inquiry_price_reset_instance(&ctx, params).await,
+        ActionId::DescribePriceBreakdown => pricing::describe_price_breakdown(&ctx, params).await,
     }
 }
 

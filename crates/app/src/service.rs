@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imaged_domain::ids::secret_key_from_random;
+use imaged_domain::pricing::PriceTable;
 use imaged_domain::query::{sort_for_listing, ImageQuery, Page};
 use imaged_domain::rules::{self, Limits};
 use imaged_domain::time::Timestamp;
@@ -127,6 +128,7 @@ pub struct Service {
     scratch: Arc<ScratchSpace>,
     replay: Arc<ReplayCache>,
     clock: Arc<dyn Clock>,
+    prices: Arc<PriceTable>,
 }
 
 /// The host's current time.
@@ -158,7 +160,18 @@ impl Service {
             wake: Arc::new(tokio::sync::Notify::new()),
             worker_id: worker_id.into(),
             clock: Arc::new(SystemClock),
+            prices: Arc::new(PriceTable::default()),
         }
+    }
+
+    /// The same service pricing from `table`.
+    pub fn with_prices(mut self, table: PriceTable) -> Self {
+        self.prices = Arc::new(table);
+        self
+    }
+
+    pub(crate) fn price_table(&self) -> &PriceTable {
+        &self.prices
     }
 
     /// The same service reading time from `clock` for its time rules.

@@ -79,6 +79,8 @@ pub struct FileConfig {
     pub http: HttpConfig,
     /// Replaces the built-in region set.
     pub regions: Option<Vec<Region>>,
+    /// The price table (minor units); replaces the built-in one when present.
+    pub prices: Option<imaged_domain::pricing::PriceTable>,
 }
 
 /// `[imports]`: the egress policy and scratch limits of imports.
@@ -169,6 +171,8 @@ pub struct Config {
     pub workers: imaged_app::jobs::WorkerPools,
     /// The listener's limits, as configured (the connection cap is settled at start).
     pub http: HttpConfig,
+    /// The price table.
+    pub prices: imaged_domain::pricing::PriceTable,
 }
 
 /// What the command line gave.
@@ -246,7 +250,10 @@ impl Config {
             instance: file.workers.instance.unwrap_or(defaults.instance).max(1),
             per_account: file.workers.per_account.unwrap_or(defaults.per_account).max(1),
         };
+        let prices = file.prices.unwrap_or_default();
+        prices.validate().map_err(anyhow::Error::msg)?;
         Ok(Self {
+            prices,
             imports,
             workers,
             http: file.http,

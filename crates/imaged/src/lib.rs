@@ -77,7 +77,8 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     if let Some(secs) = imports.upload_expiry_secs {
         data.upload_expiry_secs = secs.max(1);
     }
-    let service = Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data);
+    let service =
+        Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data).with_prices(cfg.prices.clone());
     // For drills and tests of the time rules: every process reading the same file agrees.
     Ok(match std::env::var_os(CLOCK_OFFSET_ENV).filter(|v| !v.is_empty()) {
         Some(path) => service.with_clock(Arc::new(OffsetFileClock::new(path.into()))),

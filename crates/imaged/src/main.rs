@@ -10,6 +10,7 @@ use imaged::open_service;
 use imaged_domain::AccountId;
 use imaged_metastore::Role;
 
+mod market_cli;
 mod tke_cli;
 
 /// imaged: a self-hosted cloud image service with a Tencent Cloud compatible API.
@@ -50,6 +51,9 @@ enum Command {
     /// OS catalogue and beta applications (client).
     #[command(subcommand)]
     Tke(tke_cli::TkeCommand),
+    /// The price table (operator).
+    #[command(subcommand)]
+    Price(market_cli::PriceCommand),
     /// The message centre (newest first).
     Messages {
         /// Only unread messages.
@@ -694,6 +698,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(cfg).await
         }
         Command::Tke(cmd) => tke_cli::run(cmd).await,
+        Command::Price(cmd) => market_cli::run(cmd),
         Command::Messages { unread, client } => tke_cli::messages(unread, &client).await,
         Command::Account(cmd) => match cmd {
             AccountCommand::SetWebhook { account, url, common } => {
