@@ -164,6 +164,7 @@ impl Service {
             sync_percent: None,
             failure_reason: None,
             market: None,
+            market_mark: None,
             source_format: declared.map(|f| f.as_str().to_owned()),
             progress: Some(0),
         };

@@ -62,6 +62,7 @@ fn image(row: &Row, kind: ImageKind) -> Image {
         market: None,
         source_format: None,
         progress: None,
+        market_mark: None,
     }
 }
 
@@ -184,6 +185,8 @@ pub fn market_images() -> Vec<Image> {
                 software: software.iter().map(|s| (*s).to_owned()).collect(),
                 price_cny_per_hour: (*price).to_owned(),
                 reviewed: true,
+                fee: None,
+                on_sale: true,
             });
             img
         })

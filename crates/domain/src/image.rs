@@ -168,8 +168,20 @@ pub struct MarketListing {
     pub software: Vec<String>,
     /// The provider's price for the image, in CNY per instance-hour, on top of the instance's.
     pub price_cny_per_hour: String,
-    /// Whether the service reviewed the image before release (every listed image is).
+    /// Whether the service reviewed the image before release (every image on sale is).
     pub reviewed: bool,
+    /// The listing's fee, when it has one (the built-in rows state theirs in
+    /// `price_cny_per_hour`).
+    #[serde(default)]
+    pub fee: Option<crate::pricing::ImageFee>,
+    /// Whether buyers may see and launch it: a version under review, replaced by a newer one,
+    /// or withdrawn is off sale (instances already launched keep it).
+    #[serde(default = "on_sale")]
+    pub on_sale: bool,
+}
+
+fn on_sale() -> bool {
+    true
 }
 
 /// An image, as stored.
@@ -235,6 +247,11 @@ pub struct Image {
     /// Progress of the work filling the image (import, capture), in percent.
     #[serde(default)]
     pub progress: Option<u8>,
+    /// The marketplace listing these bytes came from: set on a market image, and kept by every
+    /// image captured from an instance of it, its copies and its shares (as product codes):
+    /// launching it pays the listing's fee, and it cannot be exported or listed by anyone else.
+    #[serde(default)]
+    pub market_mark: Option<crate::market::ListingId>,
 }
 
 #[cfg(test)]

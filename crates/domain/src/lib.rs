@@ -7,6 +7,7 @@
 //! - [`instance`]: instances (ids, states, operations) and the launch and capture rules.
 //! - [`region`]: regions and zones, each region flagged mainland China or not.
 //! - [`catalog`]: the built-in public and marketplace image catalogue (from the seeds).
+//! - [`market`]: marketplace listings: terms, who may list what, the lifecycle, the mark.
 //! - [`pricing`]: the price table, marketplace fees and what a launch costs, in minor units.
 //! - [`query`]: `DescribeImages` filters as a pure matcher over images a caller can see.
 //! - [`rules`]: the seeds' rules as functions (quotas, licence fees, visibility, names).
@@ -52,6 +53,7 @@ pub mod ids;
 pub mod image;
 pub mod import;
 pub mod instance;
+pub mod market;
 pub mod pricing;
 pub mod query;
 pub mod region;

@@ -168,6 +168,7 @@ impl ImageFee {
 pub fn image_fee(image: &Image) -> ImageFee {
     match &image.market {
         None => ImageFee::FREE,
+        Some(listing) if listing.fee.is_some() => listing.fee.unwrap_or(ImageFee::FREE),
         Some(listing) => match parse_amount(&listing.price_cny_per_hour) {
             Some(0) | None => ImageFee::FREE,
             Some(price) => ImageFee { model: PriceModel::Hourly, price },

@@ -59,7 +59,8 @@ impl Limits {
 pub fn offered_in(image: &Image, region: &Region) -> bool {
     match image.kind {
         ImageKind::Public => true,
-        ImageKind::Market => region.mainland,
+        // Only versions on sale: one under review, replaced or withdrawn is offered to nobody.
+        ImageKind::Market => region.mainland && image.market.as_ref().is_none_or(|m| m.on_sale),
         ImageKind::Private => image.region.as_deref() == Some(region.region.as_str()),
     }
 }

@@ -6,6 +6,7 @@
 //! Layout:
 //! - the traits and records in this file;
 //! - [`sqlite`] and [`postgres`], behind features of the same names;
+//! - [`market`]: the marketplace's trait ([`MarketStore`]);
 //! - [`tke`]: the TKE and message-centre traits ([`TkeStore`], [`MessageStore`]);
 //! - [`testsuite`]: the conformance suite, public so each backend's tests call it.
 //!
@@ -17,14 +18,17 @@ use imaged_domain::instance::Instance;
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId};
 
+pub mod market;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod testsuite;
+pub mod testsuite_market;
 pub mod testsuite_tke;
 pub mod tke;
 
+pub use market::MarketStore;
 pub use tke::{MessageStore, TkeStore, TkeWrite};
 
 /// What went wrong inside a backend. Callers map these to `InternalError`.
@@ -543,6 +547,7 @@ pub trait MetaStore:
     + ReplayStore
     + TkeStore
     + MessageStore
+    + MarketStore
 {
 }
 impl<T> MetaStore for T where
@@ -556,6 +561,7 @@ impl<T> MetaStore for T where
         + ReplayStore
         + TkeStore
         + MessageStore
+        + MarketStore
 {
 }
 

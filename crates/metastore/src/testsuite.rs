@@ -39,6 +39,7 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     exported_files_are_recorded_with_the_account_that_made_them(store).await;
     a_signature_is_recorded_once_even_by_concurrent_servers(store.clone()).await;
     crate::testsuite_tke::run(store).await;
+    crate::testsuite_market::run(store).await;
     storage_quotas_are_overridden_and_image_bytes_counted_per_owner(store).await;
 }
 

@@ -181,4 +181,19 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         webhook_url TEXT NOT NULL
     );",
     ),
+    (
+        9,
+        "CREATE TABLE market_providers (
+        account_id BIGINT PRIMARY KEY,
+        name TEXT NOT NULL,
+        added_at BIGINT NOT NULL
+    );
+    CREATE TABLE market_listings (
+        id TEXT PRIMARY KEY,
+        provider_id BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX market_listings_by_provider ON market_listings(provider_id, created_at);",
+    ),
 ];

@@ -19,6 +19,7 @@ mod exports;
 mod images;
 mod instances;
 mod jobs;
+mod market;
 mod replay;
 mod schema;
 mod tke;

@@ -1,0 +1,65 @@
+//! The conformance suite of [`crate::MarketStore`], run by [`crate::testsuite::run`].
+
+use imaged_domain::market::{Listing, ListingId, ListingState, ListingTerms};
+use imaged_domain::pricing::{ImageFee, PriceModel};
+use imaged_domain::time::Timestamp;
+use imaged_domain::{catalog, AccountId, ImageId};
+
+use crate::testsuite::{custom_image, new_account};
+use crate::MetaStore;
+
+fn listing(provider: AccountId, seed: u8, image: ImageId) -> Listing {
+    Listing {
+        id: ListingId::from_random([seed; 8]),
+        provider,
+        provider_name: "Acme".into(),
+        source_image: image,
+        terms: ListingTerms {
+            name: format!("stack {seed}"),
+            software: vec!["Nginx".into()],
+            description: String::new(),
+            category: "web".into(),
+            fee: ImageFee { model: PriceModel::Hourly, price: 25 },
+        },
+        state: ListingState::Draft,
+        reject_reason: None,
+        pending: None,
+        published: None,
+        created_at: Timestamp(i64::from(seed)),
+        updated_at: Timestamp(i64::from(seed)),
+    }
+}
+
+/// Runs every marketplace check on `store`.
+pub async fn run<S: MetaStore>(store: &S) {
+    let acme = new_account(store, "market-acme").await;
+    let other = new_account(store, "market-other").await;
+    assert!(store.add_provider(acme, "Acme", Timestamp(1)).await.expect("db"));
+    assert!(!store.add_provider(acme, "Acme again", Timestamp(2)).await.expect("db"), "once");
+    assert_eq!(store.provider_name(acme).await.expect("db").as_deref(), Some("Acme"));
+    assert_eq!(store.provider_name(other).await.expect("db"), None);
+
+    let image = custom_image(acme, "ap-guangzhou", "listed", 61);
+    let (a, b) = (listing(acme, 71, image.id.clone()), listing(acme, 72, image.id.clone()));
+    let theirs = listing(other, 73, image.id.clone());
+    for l in [&a, &b, &theirs] {
+        store.insert_listing(l).await.expect("db");
+    }
+    let mine: Vec<ListingId> = store.list_listings(Some(acme)).await.expect("db").into_iter().map(|l| l.id).collect();
+    assert_eq!(mine, [a.id.clone(), b.id.clone()]);
+    assert_eq!(store.list_listings(None).await.expect("db").len(), 3);
+    assert_eq!(store.get_listing(&a.id).await.expect("db"), Some(a.clone()));
+
+    // A change holds only against the listing as it was read; its images go with it.
+    let mut market = catalog::market_images().remove(0);
+    market.id = ImageId::from_random([74; 8]);
+    let submitted = Listing { state: ListingState::PendingReview, ..a.clone() };
+    assert!(store.update_listing(&submitted, &a, std::slice::from_ref(&market)).await.expect("db"));
+    assert_eq!(store.get_image(&market.id).await.expect("db"), Some(market.clone()));
+    let stale = Listing { state: ListingState::Withdrawn, ..a.clone() };
+    let mut other_image = market.clone();
+    other_image.id = ImageId::from_random([75; 8]);
+    assert!(!store.update_listing(&stale, &a, std::slice::from_ref(&other_image)).await.expect("db"));
+    assert_eq!(store.get_listing(&a.id).await.expect("db").map(|l| l.state), Some(ListingState::PendingReview));
+    assert!(store.get_image(&other_image.id).await.expect("db").is_none(), "a refused change writes no image");
+}
