@@ -83,6 +83,10 @@ struct MarketOut<'a> {
     provider: &'a str,
     software: &'a [String],
     price_cny_per_hour: &'a str,
+    price_model: &'static str,
+    /// Minor units per unit of the model.
+    price: u64,
+    listing_id: Option<&'a str>,
 }
 
 /// `Image`, as the reference defines it, plus the fields the seeds ask clients to be able to
@@ -122,6 +126,9 @@ pub(crate) struct ImageOut<'a> {
     /// Whether the service reviewed the image (shared images are not reviewed: the seeds' warning).
     reviewed: Option<bool>,
     market_listing: Option<MarketOut<'a>>,
+    /// The marketplace listing whose bytes the image carries (a market image's own, or the
+    /// one a custom image was captured from): launching pays its fee; no export.
+    market_mark: Option<&'a str>,
     failure_reason: Option<&'a str>,
     source_format: Option<&'a str>,
     progress: Option<u8>,
@@ -167,10 +174,17 @@ pub(crate) fn image_out<'a>(image: &'a Image, seen: ImageType, region: &Region) 
             ImageType::SharedImage => Some(false),
             ImageType::PrivateImage => None,
         },
-        market_listing: image.market.as_ref().map(|m| MarketOut {
-            provider: &m.provider,
-            software: &m.software,
-            price_cny_per_hour: &m.price_cny_per_hour,
+        market_mark: image.market_mark.as_ref().map(|l| l.as_str()),
+        market_listing: image.market.as_ref().map(|m| {
+            let fee = imaged_domain::pricing::image_fee(image);
+            MarketOut {
+                provider: &m.provider,
+                software: &m.software,
+                price_cny_per_hour: &m.price_cny_per_hour,
+                price_model: fee.model.as_str(),
+                price: fee.price,
+                listing_id: image.market_mark.as_ref().map(|l| l.as_str()),
+            }
         }),
         failure_reason: image.failure_reason.as_deref(),
         source_format: image.source_format.as_deref(),

@@ -9,6 +9,7 @@
 //! - `server`: the axum router, the request pipeline and Tencent's envelope.
 //! - `cvm`: CVM `2017-03-12` actions.
 //! - `ext`: imaged's extension service (`imaged`, `2026-12-01`): `DescribeStorageQuota`.
+//! - `market`: the marketplace's extension actions (listings).
 //! - `pricing`: `InquiryPriceRunInstances`, `InquiryPriceResetInstance`, and the extension's
 //!   `DescribePriceBreakdown`.
 //! - `tke`: TKE `2018-05-25` actions: the OS catalogue, clusters, node pools and nodes.
@@ -21,6 +22,7 @@ mod cvm;
 pub mod error;
 mod ext;
 pub mod listener;
+mod market;
 pub mod params;
 mod pricing;
 mod server;

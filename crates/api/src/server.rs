@@ -18,7 +18,7 @@ use crate::error::{code, ApiError, Language};
 use crate::params::{self, Field};
 use crate::tc3::{self, Authorization, SignedRequest};
 use crate::tke::TkeAction;
-use crate::{compute, ext, pricing, share, tke};
+use crate::{compute, ext, market, pricing, share, tke};
 use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
@@ -72,6 +72,11 @@ enum ActionId {
     InquiryPriceRunInstances,
     InquiryPriceResetInstance,
     DescribePriceBreakdown,
+    CreateMarketListing,
+    ModifyMarketListing,
+    SubmitMarketListing,
+    WithdrawMarketListing,
+    DescribeMarketListings,
 }
 
 #[derive(Clone, Copy)]
@@ -164,6 +169,11 @@ const ACTIONS: &[Action] = &[
     ),
     ext_action("DescribeMessages", ext::DESCRIBE_MESSAGES, ActionId::DescribeMessages),
     ext_action("MarkMessagesRead", ext::MARK_MESSAGES_READ, ActionId::MarkMessagesRead),
+    ext_action("CreateMarketListing", market::CREATE_MARKET_LISTING, ActionId::CreateMarketListing),
+    ext_action("ModifyMarketListing", market::MODIFY_MARKET_LISTING, ActionId::ModifyMarketListing),
+    ext_action("SubmitMarketListing", market::LISTING_ID, ActionId::SubmitMarketListing),
+    ext_action("WithdrawMarketListing", market::LISTING_ID, ActionId::WithdrawMarketListing),
+    ext_action("DescribeMarketListings", cvm::NONE, ActionId::DescribeMarketListings),
     Action {
         service: ext::SERVICE,
         version: ext::VERSION,
@@ -412,6 +422,11 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ActionId::InquiryPriceRunInstances => pricing::inquiry_price_run_instances(&ctx, params).await,
         ActionId::InquiryPriceResetInstance => pricing::inquiry_price_reset_instance(&ctx, params).await,
         ActionId::DescribePriceBreakdown => pricing::describe_price_breakdown(&ctx, params).await,
+        ActionId::CreateMarketListing => market::create_market_listing(&ctx, params).await,
+        ActionId::ModifyMarketListing => market::modify_market_listing(&ctx, params).await,
+        ActionId::SubmitMarketListing => market::submit_market_listing(&ctx, params).await,
+        ActionId::WithdrawMarketListing => market::withdraw_market_listing(&ctx, params).await,
+        ActionId::DescribeMarketListings => market::describe_market_listings(&ctx).await,
     }
 }
 

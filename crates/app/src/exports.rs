@@ -127,6 +127,10 @@ impl Service {
             match image.kind {
                 ImageKind::Public => return Err(ExportError::Public(raw_id.clone())),
                 ImageKind::Market => return Err(ExportError::Market(raw_id.clone())),
+                // A custom image carrying a listing's mark holds a licensed disk.
+                ImageKind::Private if image.owner == Some(caller) && image.market_mark.is_some() => {
+                    return Err(ExportError::Market(raw_id.clone()))
+                }
                 ImageKind::Private if image.owner != Some(caller) => {
                     let shared = self.store().visible_images(caller, &region.region).await.map_err(AppError::from)?;
                     return Err(if shared.iter().any(|v| v.image.id == id) {

@@ -21,6 +21,7 @@
 //! - [`tke`]: TKE node operating systems: the OS catalogue, clusters, node pools and nodes,
 //!   beta applications, image-logic changes and their announcements.
 //! - [`messages`]: the message centre and its webhook deliveries.
+//! - [`market`]: marketplace providers and listings through review, the built-in listings.
 //! - [`pricing`]: price quotes for launches and reinstalls, and their breakdown.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
 //! - `replay`: the replay check of signatures (the store's record, a memory cache in front).
@@ -43,6 +44,7 @@ pub mod ingest;
 pub mod instances;
 pub mod jobs;
 pub mod maintenance;
+pub mod market;
 pub mod messages;
 pub mod pricing;
 mod replay;

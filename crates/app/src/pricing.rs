@@ -2,7 +2,7 @@
 //! them (`DescribePriceBreakdown`), from the operator's price table and the image's fee.
 
 use imaged_domain::instance::{check_instance_count, DEFAULT_INSTANCE_TYPE};
-use imaged_domain::pricing::{image_fee, quote, Breakdown, Charge, ImageFee, PriceError, PriceTable};
+use imaged_domain::pricing::{quote, Breakdown, Charge, ImageFee, PriceError, PriceTable};
 use imaged_domain::rules::architectures_for_instance_type;
 use imaged_domain::{AccountId, Region};
 
@@ -77,7 +77,7 @@ impl Service {
         if !archs.contains(&image.architecture) {
             return Err(QuoteError::TypeMismatch(instance_type));
         }
-        let fee = image_fee(&image);
+        let fee = self.fee_of(&image).await.map_err(InstanceError::from)?;
         let breakdown = quote(self.prices(), region, &instance_type, &image, fee, req.charge, count)?;
         Ok(Quote { breakdown, fee, charge: req.charge, count, instance_type, currency: self.prices().currency.clone() })
     }

@@ -242,6 +242,13 @@ impl Service {
             // Bytes first: a catalogue image appears only once its demo disk is stored.
             self.ensure_demo_disks(&missing).await.map_err(AppError::Conflict)?;
         }
+        let creds = self.bootstrap_admin(data_dir).await?;
+        // After the administrator, so that it keeps the first account id.
+        self.bootstrap_market().await?;
+        Ok(creds)
+    }
+
+    async fn bootstrap_admin(&self, data_dir: &Path) -> Result<Option<Credentials>, AppError> {
         if self.store.list_accounts().await?.iter().any(|a| a.role == Role::Admin) {
             return Ok(None);
         }

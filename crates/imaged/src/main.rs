@@ -54,6 +54,9 @@ enum Command {
     /// The price table (operator).
     #[command(subcommand)]
     Price(market_cli::PriceCommand),
+    /// The marketplace: providers, reviews, listings (operator).
+    #[command(subcommand)]
+    Market(market_cli::MarketCommand),
     /// The message centre (newest first).
     Messages {
         /// Only unread messages.
@@ -699,6 +702,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tke(cmd) => tke_cli::run(cmd).await,
         Command::Price(cmd) => market_cli::run(cmd),
+        Command::Market(cmd) => market_cli::market(cmd).await,
         Command::Messages { unread, client } => tke_cli::messages(unread, &client).await,
         Command::Account(cmd) => match cmd {
             AccountCommand::SetWebhook { account, url, common } => {

@@ -1,8 +1,9 @@
-//! `imaged price …`: the price table (operator).
+//! `imaged price …` and `imaged market …`: the price table, providers, reviews (operator).
 
 use clap::Subcommand;
+use imaged::open_service;
 
-use super::{load, print_json, Common};
+use super::{account_id, load, print_json, Common};
 
 /// `imaged price …`.
 #[derive(Subcommand)]
@@ -19,5 +20,80 @@ pub(crate) enum PriceCommand {
 pub(crate) fn run(cmd: PriceCommand) -> anyhow::Result<()> {
     match cmd {
         PriceCommand::Show { common } => print_json(&load(&common, None)?.prices),
+    }
+}
+
+/// `imaged market …` (operator).
+#[derive(Subcommand)]
+pub(crate) enum MarketCommand {
+    /// Providers.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// Approve or reject the version of a listing that waits for review.
+    Review {
+        /// The listing id (`lst-…`).
+        id: String,
+        /// Put it on sale.
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        /// Refuse it (with --reason, which the provider reads).
+        #[arg(long, requires = "reason")]
+        reject: bool,
+        /// Why it is rejected.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// What a listing's version under review holds: format, size, OS, blocks re-verified, the
+    /// filesystems' os-release.
+    Inspect {
+        /// The listing id (`lst-…`).
+        id: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every listing, every state.
+    Listings {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `imaged market provider …`.
+#[derive(Subcommand)]
+pub(crate) enum ProviderCommand {
+    /// Let an account list images on the marketplace.
+    Add {
+        /// The account id.
+        account: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Runs `imaged market …`.
+pub(crate) async fn market(cmd: MarketCommand) -> anyhow::Result<()> {
+    match cmd {
+        MarketCommand::Provider(ProviderCommand::Add { account, common }) => {
+            let svc = open_service(&load(&common, None)?).await?;
+            let id = account_id(&account)?;
+            let added = svc.add_provider(id).await?;
+            print_json(&serde_json::json!({"AccountId": id.to_string(), "Added": added}))
+        }
+        MarketCommand::Review { id, approve, reason, common, .. } => {
+            let svc = open_service(&load(&common, None)?).await?;
+            let l = svc.review_listing(&id, approve, reason.as_deref()).await?;
+            print_json(&serde_json::json!({"ListingId": l.id.as_str(), "State": l.state.as_str(),
+                "RejectReason": l.reject_reason, "PublishedImageId": l.published.map(|v| v.image.to_string())}))
+        }
+        MarketCommand::Inspect { id, common } => {
+            let svc = open_service(&load(&common, None)?).await?;
+            print_json(&svc.inspect_listing(&id).await?)
+        }
+        MarketCommand::Listings { common } => {
+            let svc = open_service(&load(&common, None)?).await?;
+            print_json(&svc.all_listings().await?)
+        }
     }
 }

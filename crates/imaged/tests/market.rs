@@ -193,3 +193,258 @@ fn an_absurd_price_table_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("over"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+fn cli_json(server: &Server, args: &[&str]) -> Value {
+    let out = server.cli(args);
+    assert!(out.status.success(), "imaged {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("imaged {args:?} printed no JSON ({e})"))
+}
+
+/// A NORMAL custom image of `who`'s holding `/etc/stack.conf`, captured from a CentOS instance.
+fn stack_image(server: &Server, who: &support::Creds, name: &str, content: &str) -> String {
+    let r = sdk(server, who, &format!(r#"result = run(client(), "{CENTOS}", name="{name}")"#));
+    let vm = r["ids"][0].as_str().expect("instance").to_owned();
+    let work = tempfile::tempdir().expect("tempdir");
+    support::guest::write_file(&support::guest::disk_of(server, &vm), "/etc/stack.conf", content, work.path());
+    let r = sdk(
+        server,
+        who,
+        &format!(
+            r#"c = client()
+r = call(c, "CreateImage", {{"InstanceId": "{vm}", "ImageName": "{name}"}})
+result = settle_image(c, r["ok"]["ImageId"])"#
+        ),
+    );
+    assert_eq!(r["ImageState"], "NORMAL", "{r}");
+    r["ImageId"].as_str().expect("image id").to_owned()
+}
+
+fn stack_of(server: &Server, instance: &str) -> Option<String> {
+    let work = tempfile::tempdir().expect("tempdir");
+    support::guest::read_file(&support::guest::disk_of(server, instance), "/etc/stack.conf", work.path())
+}
+
+#[test]
+fn a_listing_goes_through_review_and_its_mark_follows_the_bytes() {
+    let Some(server) = Server::start(Backend::Sqlite, "market_listings") else { return };
+    let (acme, buyer) = (server.create_account("acme"), server.create_account("buyer"));
+    let source = stack_image(&server, &acme, "lamp-src", "php = 8.2\n");
+    let theirs = stack_image(&server, &buyer, "buyer-own", "mine\n");
+    let create = |image: &str, price: &str| {
+        format!(
+            r#"call(ext(), "CreateMarketListing", {{"ImageId": "{image}", "ListingName": "LAMP stack",
+    "SoftwareStack": ["PHP 8.2", "MariaDB 10.11", "Nginx 1.24"], "Description": "A web stack.", "Category": "web",
+    "PriceModel": "HOURLY", "Price": {price}}})"#
+        )
+    };
+    let r = ask(&server, &acme, &format!("result = {}", create(&source, "30")));
+    assert_eq!(r["error"], "AuthFailure.UnauthorizedOperation", "not a provider yet: {r}");
+    cli_json(&server, &["market", "provider", "add", &acme.account_id]);
+
+    let r = ask(
+        &server,
+        &acme,
+        &format!(
+            r#"result = {{
+  "draft": {},
+  "negative": {},
+  "absurd": {},
+  "free_priced": call(ext(), "CreateMarketListing", {{"ImageId": "{source}", "ListingName": "x", "Category": "web",
+                         "PriceModel": "FREE", "Price": 5}}),
+  "model": call(ext(), "CreateMarketListing", {{"ImageId": "{source}", "ListingName": "x", "Category": "web", "PriceModel": "WEEKLY"}}),
+  "category": call(ext(), "CreateMarketListing", {{"ImageId": "{source}", "ListingName": "x", "Category": "games", "PriceModel": "FREE"}}),
+  "someone_elses": {},
+  "public": {},
+  "unknown": call(ext(), "SubmitMarketListing", {{"ListingId": "lst-00000000"}}),
+  "malformed": call(ext(), "SubmitMarketListing", {{"ListingId": "listing-1"}}),
+}}"#,
+            create(&source, "30"),
+            create(&source, "-1"),
+            create(&source, "99999999999"),
+            create(&theirs, "30"),
+            create(CENTOS, "30"),
+        ),
+    );
+    let listing = r["draft"]["ok"]["ListingId"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    assert_eq!(r["draft"]["ok"]["State"], "DRAFT");
+    for (case, code) in [
+        ("negative", "InvalidParameterValue"),
+        ("absurd", "InvalidParameterValue"),
+        ("free_priced", "InvalidParameterValue"),
+        ("model", "InvalidParameterValue"),
+        ("category", "InvalidParameterValue"),
+        ("someone_elses", "UnsupportedOperation"),
+        ("public", "UnsupportedOperation"),
+        ("unknown", "ResourceNotFound"),
+        ("malformed", "ResourceNotFound"),
+    ] {
+        assert_eq!(r[case]["error"], code, "{case}: {}", r[case]);
+    }
+
+    // Submitting freezes the image: deleting the provider's image changes nothing reviewed.
+    let r = ask(
+        &server,
+        &acme,
+        &format!(
+            r#"s = call(ext(), "SubmitMarketListing", {{"ListingId": "{listing}"}})
+d = call(client(), "DeleteImages", {{"ImageIds": ["{source}"]}})
+result = {{"s": s, "d": d}}"#
+        ),
+    );
+    assert_eq!(r["s"]["ok"]["State"], "PENDING_REVIEW", "{r}");
+    assert!(r["d"]["ok"].is_object(), "{r}");
+    let v1 = r["s"]["ok"]["PendingVersion"]["ImageId"].as_str().expect("snapshot").to_owned();
+    let market_ids = |who: &support::Creds, region: &str| {
+        let r = ask(
+            &server,
+            who,
+            &format!(
+                r#"r = call(client("{region}"), "DescribeImages", {{"Filters": [{{"Name": "image-type", "Values": ["MARKET_IMAGE"]}}], "Limit": 100}})
+result = [i["ImageId"] for i in r["ok"]["ImageSet"]]"#
+            ),
+        );
+        r.as_array().expect("ids").iter().map(|v| v.as_str().unwrap_or("").to_owned()).collect::<Vec<_>>()
+    };
+    assert!(!market_ids(&buyer, "ap-guangzhou").contains(&v1), "nothing is on sale before review");
+    let seen = cli_json(&server, &["market", "inspect", &listing]);
+    assert_eq!(seen["image"], v1.as_str());
+    assert!(
+        seen["blocks"].as_u64().is_some_and(|b| b > 0) && seen["virtual_size"].as_u64().is_some_and(|s| s > 0),
+        "{seen}"
+    );
+    assert_eq!(seen["platform"], "CentOS");
+    assert!(
+        seen["os_release"].to_string().contains("IMAGED_IMAGE_ID=img-9qabwvbn"),
+        "the reviewer sees the filesystem: {seen}"
+    );
+
+    // Rejected with a reason; fixed; approved.
+    let rejected =
+        cli_json(&server, &["market", "review", &listing, "--reject", "--reason", "describe the ports it opens"]);
+    assert_eq!(rejected["State"], "REJECTED");
+    let r = ask(
+        &server,
+        &acme,
+        &format!(
+            r#"mine = call(ext(), "DescribeMarketListings")["ok"]
+m = call(ext(), "ModifyMarketListing", {{"ListingId": "{listing}", "Description": "A web stack on ports 80 and 443.",
+    "PriceModel": "HOURLY", "Price": 25}})
+s = call(ext(), "SubmitMarketListing", {{"ListingId": "{listing}"}})
+result = {{"mine": mine, "m": m, "s": s}}"#
+        ),
+    );
+    assert_eq!(r["mine"]["ListingSet"][0]["RejectReason"], "describe the ports it opens");
+    // The source image is gone: the fix keeps the frozen bytes' new version from the old image id.
+    assert_eq!(r["s"]["error"], "InvalidImageId.NotFound", "a new version needs an image: {r}");
+    let source2 = stack_image(&server, &acme, "lamp-src-2", "php = 8.3\n");
+    let r = ask(
+        &server,
+        &acme,
+        &format!(
+            r#"m = call(ext(), "ModifyMarketListing", {{"ListingId": "{listing}", "ImageId": "{source2}"}})
+result = call(ext(), "SubmitMarketListing", {{"ListingId": "{listing}"}})"#
+        ),
+    );
+    assert_eq!(r["ok"]["PendingVersion"]["Version"], 2, "{r}");
+    let v2 = r["ok"]["PendingVersion"]["ImageId"].as_str().expect("snapshot").to_owned();
+    let approved = cli_json(&server, &["market", "review", &listing, "--approve"]);
+    assert_eq!(
+        (approved["State"].as_str(), approved["PublishedImageId"].as_str()),
+        (Some("PUBLISHED"), Some(v2.as_str()))
+    );
+
+    // Buyers see it in mainland regions only, launch and reinstall from it, and pay its fee.
+    assert!(market_ids(&buyer, "ap-guangzhou").contains(&v2));
+    assert!(market_ids(&buyer, "ap-beijing").contains(&v2));
+    assert!(!market_ids(&buyer, "ap-tokyo").contains(&v2), "mainland China only");
+    let r = ask(
+        &server,
+        &buyer,
+        &format!(
+            r#"c = client()
+img = call(c, "DescribeImages", {{"ImageIds": ["{v2}"]}})["ok"]["ImageSet"][0]
+tokyo = call(client("ap-tokyo"), "RunInstances", {{"Placement": {{"Zone": "ap-tokyo-1"}}, "ImageId": "{v2}"}})
+launched = run(c, "{v2}", name="shop")
+quote = ask("{v2}", InstanceType="S5.MEDIUM2")
+result = {{"img": img, "tokyo": tokyo, "launched": launched, "quote": quote}}"#
+        ),
+    );
+    let img = &r["img"];
+    assert_eq!(img["ImageType"], "MARKET_IMAGE");
+    assert_eq!(img["MarketListing"]["Provider"], "acme");
+    assert_eq!(
+        (img["MarketListing"]["PriceModel"].as_str(), img["MarketListing"]["Price"].as_u64()),
+        (Some("HOURLY"), Some(25))
+    );
+    assert_eq!(img["MarketListing"]["Software"][0], "PHP 8.2");
+    assert_eq!(img["MarketMark"], listing.as_str());
+    assert_eq!(r["tokyo"]["error"], "InvalidImageId.NotFound");
+    let shop = r["launched"]["ids"][0].as_str().expect("instance").to_owned();
+    assert_eq!(stack_of(&server, &shop).as_deref(), Some("php = 8.3\n"), "the reviewed bytes");
+    assert_eq!(hourly(&r["quote"]), 35 + 25, "the instance's price plus the image's fee");
+
+    // A capture of the buyer's instance keeps the mark: no export, the fee on its launches, no
+    // listing by anyone else.
+    cli_json(&server, &["market", "provider", "add", &buyer.account_id]);
+    let r = ask(
+        &server,
+        &buyer,
+        &format!(
+            r#"c = client()
+cap = call(c, "CreateImage", {{"InstanceId": "{shop}", "ImageName": "my-shop"}})
+img = settle_image(c, cap["ok"]["ImageId"])
+result = {{"img": img,
+  "export": call(c, "ExportImages", {{"BucketName": "exports", "ImageIds": [img["ImageId"]], "ExportFormat": "RAW"}}),
+  "quote": ask(img["ImageId"], InstanceType="S5.MEDIUM2"),
+  "relist": {}}}"#,
+            create_for("img[\"ImageId\"]")
+        ),
+    );
+    assert_eq!(r["img"]["MarketMark"], listing.as_str(), "{}", r["img"]);
+    assert_eq!(r["export"]["error"], "UnsupportedOperation.MarketImageExportUnsupported", "{}", r["export"]);
+    assert_eq!(hourly(&r["quote"]), 35 + 25, "launching the capture pays the listing's fee again");
+    assert_eq!(r["relist"]["error"], "UnsupportedOperation", "{}", r["relist"]);
+
+    // Withdrawn: no new launches; the running instance keeps running.
+    let r =
+        ask(&server, &acme, &format!(r#"result = call(ext(), "WithdrawMarketListing", {{"ListingId": "{listing}"}})"#));
+    assert_eq!(r["ok"]["State"], "WITHDRAWN");
+    assert!(!market_ids(&buyer, "ap-guangzhou").contains(&v2));
+    let r = ask(
+        &server,
+        &buyer,
+        &format!(
+            r#"c = client()
+result = {{"run": call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{v2}"}}),
+          "shop": call(c, "DescribeInstances", {{"InstanceIds": ["{shop}"]}})["ok"]["InstanceSet"][0]["InstanceState"],
+          "listings": call(ext(), "DescribeMarketListings")["ok"]}}"#
+        ),
+    );
+    assert_eq!(r["run"]["error"], "InvalidImageId.NotFound");
+    assert_eq!(r["shop"], "RUNNING");
+    assert_eq!(r["listings"]["TotalCount"], 0, "a provider sees its own listings only");
+
+    // The built-in rows are published listings, and their bytes carry the mark too.
+    let all = cli_json(&server, &["market", "listings"]);
+    let wordpress = all.as_array().expect("listings").iter().find(|l| l["published"]["image"] == WORDPRESS);
+    assert_eq!(wordpress.map(|l| l["state"].as_str()), Some(Some("PUBLISHED")), "{all}");
+    let r = ask(
+        &server,
+        &buyer,
+        &format!(
+            r#"c = client()
+vm = run(c, "{WORDPRESS}", name="wp")["ids"][0]
+cap = call(c, "CreateImage", {{"InstanceId": vm, "ImageName": "my-wordpress"}})
+img = settle_image(c, cap["ok"]["ImageId"])
+result = call(c, "ExportImages", {{"BucketName": "exports", "ImageIds": [img["ImageId"]], "ExportFormat": "RAW"}})"#
+        ),
+    );
+    assert_eq!(r["error"], "UnsupportedOperation.MarketImageExportUnsupported", "the licensed disk stays: {r}");
+}
+
+/// `CreateMarketListing` of the Python expression `image`.
+fn create_for(image: &str) -> String {
+    format!(
+        r#"call(ext(), "CreateMarketListing", {{"ImageId": {image}, "ListingName": "resold", "Category": "web", "PriceModel": "FREE"}})"#
+    )
+}
