@@ -1,10 +1,13 @@
 //! The marketplace's extension actions (`imaged` `2026-12-01`): `CreateMarketListing`,
 //! `ModifyMarketListing`, `SubmitMarketListing`, `WithdrawMarketListing`,
-//! `DescribeMarketListings`. `Price` is in minor units (fen) of the price table's currency.
+//! `DescribeMarketListings`; metering's `DescribeUsage` and `DescribeProviderEarnings`.
+//! `Price` and amounts are in minor units (fen) of the price table's currency.
 
 use imaged_app::market::{MarketError, TermChanges};
 use imaged_domain::market::{Listing, ListingError, ListingTerms, ListingVersion};
+use imaged_domain::metering::MeterKind;
 use imaged_domain::pricing::{ImageFee, PriceModel};
+use imaged_domain::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -209,4 +212,128 @@ pub(crate) async fn describe_market_listings(ctx: &Ctx<'_>) -> Result<Vec<u8>, A
         listing_set: Vec<ListingOut<'a>>,
     }
     to_json(&Out { total_count: all.len(), listing_set: all.iter().map(listing_out).collect() })
+}
+
+/// `DescribeUsage` parameters.
+pub(crate) const DESCRIBE_USAGE: &[Field] =
+    &[req("StartTime", Ty::Str), req("EndTime", Ty::Str), opt("Category", Ty::Str)];
+/// `DescribeProviderEarnings` parameters.
+pub(crate) const DESCRIBE_PROVIDER_EARNINGS: &[Field] = &[req("StartTime", Ty::Str), req("EndTime", Ty::Str)];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RangeIn {
+    start_time: String,
+    end_time: String,
+    category: Option<String>,
+}
+
+fn range(r: &RangeIn) -> Result<(Timestamp, Timestamp), ApiError> {
+    let at = |name: &str, v: &str| {
+        Timestamp::parse_iso8601(v).ok_or_else(|| {
+            ApiError::invalid_value(code::INVALID_PARAMETER_VALUE, format!("{name} must be ISO 8601 UTC, not `{v}`."))
+        })
+    };
+    let (from, to) = (at("StartTime", &r.start_time)?, at("EndTime", &r.end_time)?);
+    if to <= from {
+        return Err(ApiError::invalid_value(
+            code::INVALID_PARAMETER_VALUE_RANGE,
+            "EndTime must be after StartTime.".into(),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// `DescribeUsage`: the caller's usage over the range, per line, with totals per category.
+pub(crate) async fn describe_usage(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
+    let r: RangeIn = parse(params)?;
+    let (from, to) = range(&r)?;
+    let kind = r
+        .category
+        .as_deref()
+        .map(|c| {
+            MeterKind::parse(c).ok_or_else(|| {
+                ApiError::invalid_value(
+                    code::INVALID_PARAMETER_VALUE,
+                    format!("Category must be INSTANCE, IMAGE_FEE or LICENCE, not `{c}`."),
+                )
+            })
+        })
+        .transpose()?;
+    let lines = ctx.service.describe_usage(ctx.caller, from, to, kind).await?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Line<'a> {
+        category: &'static str,
+        instance_id: &'a str,
+        region: &'a str,
+        listing_id: Option<&'a str>,
+        unit_price: u64,
+        seconds: u64,
+        amount: u64,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Total {
+        category: &'static str,
+        amount: u64,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out<'a> {
+        currency: &'a str,
+        usage_set: Vec<Line<'a>>,
+        totals: Vec<Total>,
+        total_amount: u64,
+    }
+    let totals = MeterKind::ALL
+        .iter()
+        .map(|k| Total { category: k.as_str(), amount: lines.iter().filter(|l| l.kind == *k).map(|l| l.amount).sum() })
+        .collect();
+    to_json(&Out {
+        currency: &ctx.service.prices().currency,
+        total_amount: lines.iter().map(|l| l.amount).sum(),
+        totals,
+        usage_set: lines
+            .iter()
+            .map(|l| Line {
+                category: l.kind.as_str(),
+                instance_id: l.instance.as_str(),
+                region: &l.region,
+                listing_id: l.listing.as_ref().map(|x| x.as_str()),
+                unit_price: l.rate,
+                seconds: l.seconds,
+                amount: l.amount,
+            })
+            .collect(),
+    })
+}
+
+/// `DescribeProviderEarnings`: per listing of the caller's, what buyers paid over the range.
+pub(crate) async fn describe_provider_earnings(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
+    let r: RangeIn = parse(params)?;
+    let (from, to) = range(&r)?;
+    let per = ctx.service.provider_earnings(ctx.caller, from, to).await?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Line<'a> {
+        listing_id: &'a str,
+        seconds: u64,
+        amount: u64,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out<'a> {
+        currency: &'a str,
+        earning_set: Vec<Line<'a>>,
+        total_amount: u64,
+    }
+    to_json(&Out {
+        currency: &ctx.service.prices().currency,
+        total_amount: per.iter().map(|e| e.amount).sum(),
+        earning_set: per
+            .iter()
+            .map(|e| Line { listing_id: &e.listing, seconds: e.seconds, amount: e.amount })
+            .collect(),
+    })
 }

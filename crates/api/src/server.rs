@@ -77,6 +77,8 @@ enum ActionId {
     SubmitMarketListing,
     WithdrawMarketListing,
     DescribeMarketListings,
+    DescribeUsage,
+    DescribeProviderEarnings,
 }
 
 #[derive(Clone, Copy)]
@@ -174,6 +176,8 @@ const ACTIONS: &[Action] = &[
     ext_action("SubmitMarketListing", market::LISTING_ID, ActionId::SubmitMarketListing),
     ext_action("WithdrawMarketListing", market::LISTING_ID, ActionId::WithdrawMarketListing),
     ext_action("DescribeMarketListings", cvm::NONE, ActionId::DescribeMarketListings),
+    ext_action("DescribeUsage", market::DESCRIBE_USAGE, ActionId::DescribeUsage),
+    ext_action("DescribeProviderEarnings", market::DESCRIBE_PROVIDER_EARNINGS, ActionId::DescribeProviderEarnings),
     Action {
         service: ext::SERVICE,
         version: ext::VERSION,
@@ -427,6 +431,8 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ActionId::SubmitMarketListing => market::submit_market_listing(&ctx, params).await,
         ActionId::WithdrawMarketListing => market::withdraw_market_listing(&ctx, params).await,
         ActionId::DescribeMarketListings => market::describe_market_listings(&ctx).await,
+        ActionId::DescribeUsage => market::describe_usage(&ctx, params).await,
+        ActionId::DescribeProviderEarnings => market::describe_provider_earnings(&ctx, params).await,
     }
 }
 

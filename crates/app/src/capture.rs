@@ -216,7 +216,7 @@ impl Service {
         }
         if instance.busy() && instance.latest_operation == Some(InstanceOp::CreateImage) {
             instance.end(params.end_state(), None);
-            self.store().put_instances(std::slice::from_ref(&instance)).await.map_err(JobFailure::retry)?;
+            self.put_instance_metered(&instance).await.map_err(JobFailure::retry)?;
         }
         Ok(serde_json::json!({ "ImageId": image.id.to_string() }).to_string())
     }
@@ -227,7 +227,7 @@ impl Service {
         let Ok(Some(mut instance)) = self.store().get_instance(&params.instance).await else { return };
         if instance.busy() && instance.latest_operation == Some(InstanceOp::CreateImage) {
             instance.end(params.end_state(), Some(message.to_owned()));
-            let _ = self.store().put_instances(std::slice::from_ref(&instance)).await;
+            let _ = self.put_instance_metered(&instance).await;
         }
     }
 }

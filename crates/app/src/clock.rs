@@ -27,9 +27,9 @@ impl Clock for SystemClock {
 }
 
 /// The host's clock plus an offset in seconds read from a file at every reading (no file or
-/// no number: no offset). For drills and end-to-end tests of time rules: the operator (or the
-/// test) writes the offset and every process of the deployment that reads the same file
-/// agrees on the time.
+/// no number: no offset), or, when the file holds `@` and a Unix time, that time, frozen. For
+/// drills and end-to-end tests of time rules: the operator (or the test) writes the file and
+/// every process of the deployment that reads it agrees on the time.
 #[derive(Debug, Clone)]
 pub struct OffsetFileClock {
     path: PathBuf,
@@ -44,8 +44,12 @@ impl OffsetFileClock {
 
 impl Clock for OffsetFileClock {
     fn now(&self) -> Timestamp {
-        let offset = std::fs::read_to_string(&self.path).ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or(0);
-        Timestamp(crate::service::now().0.saturating_add(offset))
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let text = text.trim();
+        if let Some(at) = text.strip_prefix('@').and_then(|t| t.parse::<i64>().ok()) {
+            return Timestamp(at);
+        }
+        Timestamp(crate::service::now().0.saturating_add(text.parse::<i64>().unwrap_or(0)))
     }
 }
 
@@ -85,6 +89,8 @@ mod tests {
         assert!((clock.now().0 - base - 691_200).abs() <= 1);
         std::fs::write(dir.path().join("offset"), "soon").expect("write");
         assert!((clock.now().0 - base).abs() <= 1, "garbage is no offset");
+        std::fs::write(dir.path().join("offset"), "@1800000000\n").expect("write");
+        assert_eq!(clock.now(), Timestamp(1_800_000_000), "a frozen time");
         let manual = ManualClock::at(Timestamp(10));
         manual.advance(5);
         assert_eq!(manual.now(), Timestamp(15));

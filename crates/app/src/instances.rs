@@ -289,6 +289,8 @@ impl Service {
                 system_disk_gib: disk_gib,
                 tags: req.tags.clone(),
                 disk_base: None,
+                market_mark: image.market_mark.clone(),
+                windows: image.platform.eq_ignore_ascii_case("Windows"),
             };
             instance.begin(InstanceOp::Run, request_id);
             instances.push(instance);
@@ -425,7 +427,7 @@ impl Service {
                 }
                 None => instance.end(InstanceState::LaunchFailed, Some(format!("the image {image} has no bytes"))),
             }
-            self.store().put_instances(std::slice::from_ref(&instance)).await.map_err(JobFailure::retry)?;
+            self.put_instance_metered(&instance).await.map_err(JobFailure::retry)?;
         }
         Ok(serde_json::json!({ "Launched": launched }).to_string())
     }
@@ -447,7 +449,7 @@ impl Service {
                             return Err(JobFailure::retry(e));
                         }
                     }
-                    self.store().delete_instance(id).await.map_err(JobFailure::retry)?;
+                    self.store().delete_instance_metered(id, self.clock_now()).await.map_err(JobFailure::retry)?;
                     continue;
                 }
                 InstanceOp::Reset => {
@@ -463,12 +465,14 @@ impl Service {
                     self.make_system_disk(&mut instance, &base).await?;
                     instance.image_id = image_id;
                     instance.os_name = image.os_name;
+                    instance.market_mark = image.market_mark;
+                    instance.windows = image.platform.eq_ignore_ascii_case("Windows");
                 }
                 _ => {}
             }
             let prior = instance.state;
             instance.end(final_state(op, prior), None);
-            self.store().put_instances(std::slice::from_ref(&instance)).await.map_err(JobFailure::retry)?;
+            self.put_instance_metered(&instance).await.map_err(JobFailure::retry)?;
         }
         Ok("{}".into())
     }
@@ -491,7 +495,7 @@ impl Service {
                 other => other,
             };
             instance.end(state, Some(message.to_owned()));
-            if let Err(e) = self.store().put_instances(std::slice::from_ref(&instance)).await {
+            if let Err(e) = self.put_instance_metered(&instance).await {
                 tracing::warn!(instance = %id, "marking the instance's operation failed: {e}");
             }
         }

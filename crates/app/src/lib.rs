@@ -22,6 +22,7 @@
 //!   beta applications, image-logic changes and their announcements.
 //! - [`messages`]: the message centre and its webhook deliveries.
 //! - [`market`]: marketplace providers and listings through review, the built-in listings.
+//! - [`metering`]: usage segments written with instance states; usage and earnings.
 //! - [`pricing`]: price quotes for launches and reinstalls, and their breakdown.
 //! - [`jobs`]: the durable job runner (leases, retries, failure marking).
 //! - `replay`: the replay check of signatures (the store's record, a memory cache in front).
@@ -46,6 +47,7 @@ pub mod jobs;
 pub mod maintenance;
 pub mod market;
 pub mod messages;
+pub mod metering;
 pub mod pricing;
 mod replay;
 pub mod scratch;

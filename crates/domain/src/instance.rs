@@ -123,6 +123,13 @@ pub struct Instance {
     pub tags: Vec<Tag>,
     /// The content key of the base the system disk's overlay sits on, once the disk exists.
     pub disk_base: Option<String>,
+    /// The marketplace listing its image's bytes carry (launches and reinstalls set it): the
+    /// listing's fee is metered while it runs, even after the image is deleted.
+    #[serde(default)]
+    pub market_mark: Option<crate::market::ListingId>,
+    /// Whether it runs Windows (a licence is metered outside mainland China).
+    #[serde(default)]
+    pub windows: bool,
 }
 
 impl Instance {
@@ -428,6 +435,8 @@ mod tests {
             host_name: "web".into(),
             tags: Vec::new(),
             disk_base: None,
+            market_mark: None,
+            windows: false,
         }
     }
 

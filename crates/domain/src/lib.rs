@@ -8,6 +8,7 @@
 //! - [`region`]: regions and zones, each region flagged mainland China or not.
 //! - [`catalog`]: the built-in public and marketplace image catalogue (from the seeds).
 //! - [`market`]: marketplace listings: terms, who may list what, the lifecycle, the mark.
+//! - [`metering`]: usage segments, what a range of them costs, providers' earnings.
 //! - [`pricing`]: the price table, marketplace fees and what a launch costs, in minor units.
 //! - [`query`]: `DescribeImages` filters as a pure matcher over images a caller can see.
 //! - [`rules`]: the seeds' rules as functions (quotas, licence fees, visibility, names).
@@ -54,6 +55,7 @@ pub mod image;
 pub mod import;
 pub mod instance;
 pub mod market;
+pub mod metering;
 pub mod pricing;
 pub mod query;
 pub mod region;

@@ -1,9 +1,10 @@
-//! `imaged price …` and `imaged market …`: the price table, providers, reviews (operator).
+//! `imaged price …` and `imaged market …`: the price table, providers, reviews (operator);
+//! usage and earnings (client).
 
 use clap::Subcommand;
 use imaged::open_service;
 
-use super::{account_id, load, print_json, Common};
+use super::{account_id, load, print_json, ClientArgs, Common};
 
 /// `imaged price …`.
 #[derive(Subcommand)]
@@ -58,6 +59,31 @@ pub(crate) enum MarketCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Your usage and what it costs over a range (`DescribeUsage`).
+    Usage {
+        /// Start (ISO 8601 UTC).
+        #[arg(long)]
+        start: String,
+        /// End (ISO 8601 UTC).
+        #[arg(long)]
+        end: String,
+        /// Only INSTANCE, IMAGE_FEE or LICENCE.
+        #[arg(long)]
+        category: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// What buyers paid you per listing over a range (`DescribeProviderEarnings`).
+    Earnings {
+        /// Start (ISO 8601 UTC).
+        #[arg(long)]
+        start: String,
+        /// End (ISO 8601 UTC).
+        #[arg(long)]
+        end: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// `imaged market provider …`.
@@ -94,6 +120,17 @@ pub(crate) async fn market(cmd: MarketCommand) -> anyhow::Result<()> {
         MarketCommand::Listings { common } => {
             let svc = open_service(&load(&common, None)?).await?;
             print_json(&svc.all_listings().await?)
+        }
+        MarketCommand::Usage { start, end, category, client } => {
+            let mut params = serde_json::json!({"StartTime": start, "EndTime": end});
+            if let Some(c) = category {
+                params["Category"] = c.into();
+            }
+            print_json(&client.client()?.call_extension("DescribeUsage", &params).await?)
+        }
+        MarketCommand::Earnings { start, end, client } => {
+            let params = serde_json::json!({"StartTime": start, "EndTime": end});
+            print_json(&client.client()?.call_extension("DescribeProviderEarnings", &params).await?)
         }
     }
 }

@@ -40,6 +40,17 @@ monthly = 55000
 
 const PY: &str = r#"
 from tencentcloud.common.common_client import CommonClient
+
+def settle_gone(c, ids, timeout=90):
+    deadline = time.time() + timeout
+    while True:
+        s = call(c, "DescribeInstances", {"InstanceIds": ids})["ok"]["InstanceSet"]
+        if not s:
+            return True
+        if time.time() > deadline:
+            raise Exception("not terminated: %s" % s)
+        time.sleep(0.1)
+
 def ext(region="ap-guangzhou"):
     hp = HttpProfile(protocol="http", endpoint=os.environ["IMAGED_ENDPOINT"], reqMethod="POST")
     return CommonClient("imaged", "2026-12-01", credential.Credential(os.environ["SECRET_ID"], os.environ["SECRET_KEY"]),
@@ -447,4 +458,145 @@ fn create_for(image: &str) -> String {
     format!(
         r#"call(ext(), "CreateMarketListing", {{"ImageId": {image}, "ListingName": "resold", "Category": "web", "PriceModel": "FREE"}})"#
     )
+}
+
+/// A published listing of `provider`'s at `price` fen an hour; returns (listing, image).
+fn published(server: &Server, provider: &support::Creds, price: u64) -> (String, String) {
+    cli_json(server, &["market", "provider", "add", &provider.account_id]);
+    let source = stack_image(server, provider, "metered-src", "app = 1\n");
+    let r = ask(
+        server,
+        provider,
+        &format!(
+            r#"l = call(ext(), "CreateMarketListing", {{"ImageId": "{source}", "ListingName": "Metered", "Category": "web",
+    "PriceModel": "HOURLY", "Price": {price}}})["ok"]["ListingId"]
+result = call(ext(), "SubmitMarketListing", {{"ListingId": l}})"#
+        ),
+    );
+    let listing = r["ok"]["ListingId"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
+    let approved = cli_json(server, &["market", "review", &listing, "--approve"]);
+    (listing, approved["PublishedImageId"].as_str().expect("image").to_owned())
+}
+
+#[test]
+fn usage_adds_up_exactly_across_stop_start_reset_and_terminate_and_equals_the_quote() {
+    let clock = tempfile::tempdir().expect("clock dir");
+    let file = clock.path().join("clock");
+    let t0: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
+    let set = |t: i64| std::fs::write(&file, format!("@{t}")).expect("clock");
+    set(t0);
+    let file_text = file.to_string_lossy().into_owned();
+    let Some(server) =
+        Server::start_env(Backend::Postgres, "market_metering", &[("IMAGED_CLOCK_OFFSET_FILE", &file_text)])
+    else {
+        return;
+    };
+    let (acme, buyer) = (server.create_account("acme"), server.create_account("buyer"));
+    let (listing, image) = published(&server, &acme, 25);
+    let op = |action: &str, id: &str| {
+        let r = ask(
+            &server,
+            &buyer,
+            &format!(
+                r#"c = client()
+r = call(c, "{action}", {{"InstanceIds": ["{id}"]}} if "{action}" != "ResetInstance" else {{"InstanceId": "{id}"}})
+result = {{"r": r, "after": settle_instances(c, ["{id}"]) if "{action}" != "TerminateInstances" else settle_gone(c, ["{id}"])}}"#
+            ),
+        );
+        assert!(r["r"]["ok"].is_object(), "{action}: {r}");
+    };
+    // Launched at t0 from the market image; a Windows instance in Tokyo and one in Guangzhou.
+    let r = ask(
+        &server,
+        &buyer,
+        &format!(
+            r#"c = client()
+shop = run(c, "{image}", name="shop")["ids"][0]
+win_tokyo = run(client("ap-tokyo"), "{WINDOWS}", name="win", zone="ap-tokyo-1")["ids"][0]
+win_gz = run(c, "{WINDOWS}", name="win")["ids"][0]
+result = {{"shop": shop, "win_tokyo": win_tokyo, "win_gz": win_gz, "quote": ask("{image}", InstanceType="S5.MEDIUM2")}}"#
+        ),
+    );
+    let shop = r["shop"].as_str().expect("shop").to_owned();
+    let quote = hourly(&r["quote"]);
+    assert_eq!(quote, 35 + 25);
+    set(t0 + 7200);
+    op("StopInstances", &shop);
+    set(t0 + 10_800);
+    op("StartInstances", &shop);
+    set(t0 + 14_400);
+    op("ResetInstance", &shop);
+    set(t0 + 18_000);
+    op("TerminateInstances", &shop);
+    set(t0 + 25_200);
+
+    let iso = |t: i64| imaged_domain::time::Timestamp(t).iso8601();
+    let usage = |from: i64, to: i64| {
+        ask(
+            &server,
+            &buyer,
+            &format!(
+                r#"result = call(ext(), "DescribeUsage", {{"StartTime": "{}", "EndTime": "{}"}})["ok"]"#,
+                iso(from),
+                iso(to)
+            ),
+        )
+    };
+    let all = usage(t0, t0 + 25_200);
+    let lines = all["UsageSet"].as_array().expect("lines");
+    let line = |category: &str, instance: &str| {
+        lines.iter().filter(|l| l["Category"] == category && l["InstanceId"] == instance).collect::<Vec<_>>()
+    };
+    let run_time: u64 = line("INSTANCE", &shop).iter().map(|l| l["Seconds"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(run_time, 4 * 3600, "0-2 h and 3-5 h: the stopped hour and the reset count nothing twice: {all}");
+    let shop_amount: u64 =
+        lines.iter().filter(|l| l["InstanceId"] == shop.as_str()).map(|l| l["Amount"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(shop_amount, 4 * quote, "four metered hours are four times the quoted hourly price");
+    assert_eq!(line("IMAGE_FEE", &shop)[0]["ListingId"], listing.as_str());
+    let win_tokyo = r["win_tokyo"].as_str().expect("id");
+    let licence: u64 = line("LICENCE", win_tokyo).iter().map(|l| l["Amount"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(licence, 7 * 12, "the licence outside mainland, 7 hours at 0.12");
+    assert!(line("LICENCE", r["win_gz"].as_str().expect("id")).is_empty(), "no licence in mainland China");
+    let totals: u64 = all["Totals"].as_array().expect("totals").iter().map(|t| t["Amount"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(totals, all["TotalAmount"].as_u64().expect("total"));
+
+    // Any cut of the range adds up to the whole.
+    let (a, b) = (usage(t0, t0 + 9000), usage(t0 + 9000, t0 + 25_200));
+    let secs = |v: &Value| -> u64 {
+        v["UsageSet"].as_array().expect("lines").iter().map(|l| l["Seconds"].as_u64().unwrap_or(0)).sum()
+    };
+    assert_eq!(secs(&a) + secs(&b), secs(&all));
+
+    // The provider earns the fee of those four hours; the CLI says the same.
+    let r = ask(
+        &server,
+        &acme,
+        &format!(
+            r#"result = call(ext(), "DescribeProviderEarnings", {{"StartTime": "{}", "EndTime": "{}"}})["ok"]"#,
+            iso(t0),
+            iso(t0 + 25_200)
+        ),
+    );
+    assert_eq!(r["EarningSet"][0]["ListingId"], listing.as_str());
+    assert_eq!(
+        (r["EarningSet"][0]["Seconds"].as_u64(), r["TotalAmount"].as_u64()),
+        (Some(4 * 3600), Some(4 * 25)),
+        "{r}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["market", "earnings", "--start", &iso(t0), "--end", &iso(t0 + 25_200)])
+        .args(["--endpoint", &format!("http://{}", server.addr)])
+        .env("TENCENTCLOUD_SECRET_ID", &acme.secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", &acme.secret_key)
+        .output()
+        .expect("imaged market earnings");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["TotalAmount"], 100);
+    let r = ask(
+        &server,
+        &buyer,
+        r#"result = call(ext(), "DescribeUsage", {"StartTime": "2027-01-02T00:00:00Z", "EndTime": "2027-01-01T00:00:00Z"})"#,
+    );
+    assert_eq!(r["error"], "InvalidParameterValue.Range");
 }

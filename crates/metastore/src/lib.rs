@@ -28,7 +28,7 @@ pub mod testsuite_market;
 pub mod testsuite_tke;
 pub mod tke;
 
-pub use market::MarketStore;
+pub use market::{MarketStore, MeterStore};
 pub use tke::{MessageStore, TkeStore, TkeWrite};
 
 /// What went wrong inside a backend. Callers map these to `InternalError`.
@@ -548,6 +548,7 @@ pub trait MetaStore:
     + TkeStore
     + MessageStore
     + MarketStore
+    + MeterStore
 {
 }
 impl<T> MetaStore for T where
@@ -562,6 +563,7 @@ impl<T> MetaStore for T where
         + TkeStore
         + MessageStore
         + MarketStore
+        + MeterStore
 {
 }
 

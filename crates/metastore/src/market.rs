@@ -1,9 +1,11 @@
-//! The marketplace's records: providers and listings.
+//! The marketplace's records: providers, listings, and the usage segments fees are paid from.
 
 use async_trait::async_trait;
+use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
+use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image};
+use imaged_domain::{AccountId, Image, InstanceId};
 
 use crate::Result;
 
@@ -23,4 +25,19 @@ pub trait MarketStore: Send + Sync {
     /// In one transaction: replaces `listing` if it is still stored exactly as `expected` (false
     /// otherwise, and nothing is written) and puts `images` (the versions going on or off sale).
     async fn update_listing(&self, listing: &Listing, expected: &Listing, images: &[Image]) -> Result<bool>;
+}
+
+/// Usage segments, written with the instance changes that open and close them.
+#[async_trait]
+pub trait MeterStore: Send + Sync {
+    /// In one transaction: closes the open segments of each of `instances` at `at`, stores the
+    /// instances, and opens `open` (the segments of those now running).
+    async fn put_instances_metered(&self, instances: &[Instance], open: &[Segment], at: Timestamp) -> Result<()>;
+    /// In one transaction: closes the instance's open segments at `at` and removes it (and its
+    /// node record); false when there was no such instance.
+    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool>;
+    /// The segments of `account` that overlap `[from, to)`.
+    async fn account_segments(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>>;
+    /// The image-fee segments paid to `provider` that overlap `[from, to)`.
+    async fn provider_segments(&self, provider: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>>;
 }

@@ -254,6 +254,8 @@ pub fn instance(owner: AccountId, region: &str, image: &ImageId, seed: u8, creat
         host_name: format!("vm-{seed}"),
         tags: Vec::new(),
         disk_base: None,
+        market_mark: None,
+        windows: false,
     }
 }
 

@@ -5,7 +5,7 @@ use imaged_domain::pricing::{ImageFee, PriceModel};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{catalog, AccountId, ImageId};
 
-use crate::testsuite::{custom_image, new_account};
+use crate::testsuite::{custom_image, instance, new_account};
 use crate::MetaStore;
 
 fn listing(provider: AccountId, seed: u8, image: ImageId) -> Listing {
@@ -62,4 +62,47 @@ pub async fn run<S: MetaStore>(store: &S) {
     assert!(!store.update_listing(&stale, &a, std::slice::from_ref(&other_image)).await.expect("db"));
     assert_eq!(store.get_listing(&a.id).await.expect("db").map(|l| l.state), Some(ListingState::PendingReview));
     assert!(store.get_image(&other_image.id).await.expect("db").is_none(), "a refused change writes no image");
+    segments_open_and_close_with_their_instances(store, acme, other, a.id.clone()).await;
+}
+
+async fn segments_open_and_close_with_their_instances<S: MetaStore>(
+    store: &S,
+    provider: AccountId,
+    buyer: AccountId,
+    listing: ListingId,
+) {
+    use imaged_domain::metering::{MeterKind, Segment};
+    let vm = instance(buyer, "ap-guangzhou", &ImageId::from_random([76; 8]), 77, 1);
+    let seg = |kind, rate, at| Segment {
+        account: buyer,
+        region: "ap-guangzhou".into(),
+        instance: vm.id.clone(),
+        kind,
+        rate,
+        listing: (kind == MeterKind::ImageFee).then(|| listing.clone()),
+        provider: (kind == MeterKind::ImageFee).then_some(provider),
+        started_at: Timestamp(at),
+        ended_at: None,
+    };
+    let running = [seg(MeterKind::Instance, 35, 1000), seg(MeterKind::ImageFee, 25, 1000)];
+    store.put_instances_metered(std::slice::from_ref(&vm), &running, Timestamp(1000)).await.expect("db");
+    // Stopped at 4600: the open segments close; started again at 8200.
+    store.put_instances_metered(std::slice::from_ref(&vm), &[], Timestamp(4600)).await.expect("db");
+    store
+        .put_instances_metered(std::slice::from_ref(&vm), &[seg(MeterKind::Instance, 35, 8200)], Timestamp(8200))
+        .await
+        .expect("db");
+    let all = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
+    let ends: Vec<Option<Timestamp>> = all.iter().map(|s| s.ended_at).collect();
+    assert_eq!(ends, [Some(Timestamp(4600)), Some(Timestamp(4600)), None]);
+    assert_eq!(store.account_segments(buyer, Timestamp(5000), Timestamp(8000)).await.expect("db").len(), 0, "stopped");
+    assert_eq!(store.account_segments(buyer, Timestamp(4000), Timestamp(9000)).await.expect("db").len(), 3);
+    let paid = store.provider_segments(provider, Timestamp(0), Timestamp(100_000)).await.expect("db");
+    assert_eq!(paid.len(), 1, "only image fees are a provider's");
+    assert!(store.account_segments(provider, Timestamp(0), Timestamp(100_000)).await.expect("db").is_empty());
+    assert!(store.delete_instance_metered(&vm.id, Timestamp(9000)).await.expect("db"));
+    assert!(store.get_instance(&vm.id).await.expect("db").is_none());
+    let last = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
+    assert_eq!(last.last().and_then(|s| s.ended_at), Some(Timestamp(9000)), "termination closes the segment");
+    assert!(!store.delete_instance_metered(&vm.id, Timestamp(9100)).await.expect("db"));
 }

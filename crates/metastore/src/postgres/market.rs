@@ -1,13 +1,17 @@
-//! PostgreSQL marketplace records: `MarketStore`.
+//! PostgreSQL marketplace records and usage segments: `MarketStore`, `MeterStore`.
 
 use async_trait::async_trait;
+use tokio_postgres::Transaction;
 
+use super::instances::put_instance;
 use super::{db_err, put_image, PostgresStore};
 use crate::tke::{decode, encode};
-use crate::{MarketStore, Result};
+use crate::{MarketStore, MeterStore, Result};
+use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
+use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image};
+use imaged_domain::{AccountId, Image, InstanceId};
 
 #[async_trait]
 impl MarketStore for PostgresStore {
@@ -81,5 +85,96 @@ impl MarketStore for PostgresStore {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)
+    }
+}
+
+async fn insert_segment(tx: &Transaction<'_>, s: &Segment) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meter_segments (account_id, provider_id, instance_id, started_at, ended_at, doc)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &(s.account.0 as i64),
+            &s.provider.map(|p| p.0 as i64),
+            &s.instance.as_str(),
+            &s.started_at.0,
+            &s.ended_at.map(|t| t.0),
+            &encode(s)?,
+        ],
+    )
+    .await
+    .map(|_| ())
+    .map_err(db_err)
+}
+
+async fn close_segments(tx: &Transaction<'_>, instance: &InstanceId, at: Timestamp) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT id, doc FROM meter_segments WHERE instance_id = $1 AND ended_at IS NULL FOR UPDATE",
+            &[&instance.as_str()],
+        )
+        .await
+        .map_err(db_err)?;
+    for row in rows {
+        let id: i64 = row.get(0);
+        let mut s: Segment = decode("segment", row.get(1))?;
+        s.ended_at = Some(Timestamp(at.0.max(s.started_at.0)));
+        tx.execute(
+            "UPDATE meter_segments SET ended_at = $2, doc = $3 WHERE id = $1",
+            &[&id, &s.ended_at.map(|t| t.0), &encode(&s)?],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    async fn segments(&self, column: &str, who: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>> {
+        let conn = self.conn().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT doc FROM meter_segments WHERE {column} = $1 AND started_at < $3
+                       AND (ended_at IS NULL OR ended_at > $2) ORDER BY started_at, id"
+                ),
+                &[&(who.0 as i64), &from.0, &to.0],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| decode("segment", r.get(0))).collect()
+    }
+}
+
+#[async_trait]
+impl MeterStore for PostgresStore {
+    async fn put_instances_metered(&self, instances: &[Instance], open: &[Segment], at: Timestamp) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        for instance in instances {
+            close_segments(&tx, &instance.id, at).await?;
+            put_instance(&tx, instance).await?;
+        }
+        for s in open {
+            insert_segment(&tx, s).await?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        close_segments(&tx, id, at).await?;
+        tx.execute("DELETE FROM tke_nodes WHERE instance_id = $1", &[&id.as_str()]).await.map_err(db_err)?;
+        let n = tx.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    async fn account_segments(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>> {
+        self.segments("account_id", account, from, to).await
+    }
+
+    async fn provider_segments(&self, provider: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>> {
+        self.segments("provider_id", provider, from, to).await
     }
 }

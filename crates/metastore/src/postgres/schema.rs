@@ -196,4 +196,19 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX market_listings_by_provider ON market_listings(provider_id, created_at);",
     ),
+    (
+        10,
+        "CREATE TABLE meter_segments (
+        id BIGSERIAL PRIMARY KEY,
+        account_id BIGINT NOT NULL,
+        provider_id BIGINT,
+        instance_id TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX meter_segments_by_account ON meter_segments(account_id, started_at);
+    CREATE INDEX meter_segments_by_provider ON meter_segments(provider_id, started_at);
+    CREATE INDEX meter_segments_open ON meter_segments(instance_id) WHERE ended_at IS NULL;",
+    ),
 ];

@@ -1,14 +1,17 @@
-//! SQLite marketplace records: `MarketStore`.
+//! SQLite marketplace records and usage segments: `MarketStore`, `MeterStore`.
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
+use super::instances::put_instance;
 use super::{db_err, put_image, SqliteStore};
 use crate::tke::{decode, encode};
-use crate::{MarketStore, Result};
+use crate::{MarketStore, MeterStore, Result};
+use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
+use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image};
+use imaged_domain::{AccountId, Image, InstanceId};
 
 #[async_trait]
 impl MarketStore for SqliteStore {
@@ -97,5 +100,102 @@ impl MarketStore for SqliteStore {
                 Ok(true)
             })
             .await
+    }
+}
+
+fn insert_segment(tx: &rusqlite::Connection, s: &Segment) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meter_segments (account_id, provider_id, instance_id, started_at, ended_at, doc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            s.account.0 as i64,
+            s.provider.map(|p| p.0 as i64),
+            s.instance.as_str(),
+            s.started_at.0,
+            s.ended_at.map(|t| t.0),
+            encode(s)?
+        ],
+    )
+    .map(|_| ())
+    .map_err(db_err)
+}
+
+fn close_segments(tx: &rusqlite::Connection, instance: &InstanceId, at: Timestamp) -> Result<()> {
+    let mut st = tx
+        .prepare_cached("SELECT id, doc FROM meter_segments WHERE instance_id = ?1 AND ended_at IS NULL")
+        .map_err(db_err)?;
+    let open: Vec<(i64, String)> = st
+        .query_map(params![instance.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db_err)?;
+    for (id, doc) in open {
+        let mut s: Segment = decode("segment", &doc)?;
+        s.ended_at = Some(Timestamp(at.0.max(s.started_at.0)));
+        tx.execute(
+            "UPDATE meter_segments SET ended_at = ?2, doc = ?3 WHERE id = ?1",
+            params![id, s.ended_at.map(|t| t.0), encode(&s)?],
+        )
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn segments(
+    conn: &rusqlite::Connection,
+    column: &str,
+    who: AccountId,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Segment>> {
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT doc FROM meter_segments WHERE {column} = ?1 AND started_at < ?3
+               AND (ended_at IS NULL OR ended_at > ?2) ORDER BY started_at, id"
+        ))
+        .map_err(db_err)?;
+    let rows = st.query_map(params![who.0 as i64, from.0, to.0], |r| r.get::<_, String>(0)).map_err(db_err)?;
+    rows.map(|r| decode("segment", &r.map_err(db_err)?)).collect()
+}
+
+#[async_trait]
+impl MeterStore for SqliteStore {
+    async fn put_instances_metered(&self, instances: &[Instance], open: &[Segment], at: Timestamp) -> Result<()> {
+        let (instances, open) = (instances.to_vec(), open.to_vec());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                for instance in &instances {
+                    close_segments(&tx, &instance.id, at)?;
+                    put_instance(&tx, instance)?;
+                }
+                for s in &open {
+                    insert_segment(&tx, s)?;
+                }
+                tx.commit().map_err(db_err)
+            })
+            .await
+    }
+
+    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool> {
+        let id = id.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                close_segments(&tx, &id, at)?;
+                tx.execute("DELETE FROM tke_nodes WHERE instance_id = ?1", params![id.as_str()]).map_err(db_err)?;
+                let n = tx.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn account_segments(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>> {
+        self.readers.run(move |conn| segments(conn, "account_id", account, from, to)).await
+    }
+
+    async fn provider_segments(&self, provider: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>> {
+        self.readers.run(move |conn| segments(conn, "provider_id", provider, from, to)).await
     }
 }
