@@ -255,7 +255,7 @@ pub(crate) async fn describe_usage(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u
             MeterKind::parse(c).ok_or_else(|| {
                 ApiError::invalid_value(
                     code::INVALID_PARAMETER_VALUE,
-                    format!("Category must be INSTANCE, IMAGE_FEE or LICENCE, not `{c}`."),
+                    format!("Category must be INSTANCE, IMAGE_FEE, LICENCE or STORAGE, not `{c}`."),
                 )
             })
         })
@@ -265,10 +265,11 @@ pub(crate) async fn describe_usage(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u
     #[serde(rename_all = "PascalCase")]
     struct Line<'a> {
         category: &'static str,
-        instance_id: &'a str,
+        resource_id: &'a str,
         region: &'a str,
         listing_id: Option<&'a str>,
         unit_price: u64,
+        quantity: u64,
         seconds: u64,
         amount: u64,
     }
@@ -298,10 +299,11 @@ pub(crate) async fn describe_usage(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u
             .iter()
             .map(|l| Line {
                 category: l.kind.as_str(),
-                instance_id: l.instance.as_str(),
+                resource_id: &l.resource,
                 region: &l.region,
                 listing_id: l.listing.as_ref().map(|x| x.as_str()),
                 unit_price: l.rate,
+                quantity: l.quantity,
                 seconds: l.seconds,
                 amount: l.amount,
             })

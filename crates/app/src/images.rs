@@ -171,7 +171,7 @@ impl Service {
             return Ok(());
         }
         for image in images {
-            match self.store().delete_image(&image.id).await? {
+            match self.store().delete_image(&image.id, self.clock_now()).await? {
                 Ok(_) => tracing::info!(image = %image.id, "image deleted"),
                 Err(Refused::InShared) => return Err(ImageError::InShared(image.id.to_string())),
                 Err(Refused::WrongState) => return Err(ImageError::State(image.id.to_string(), ImageState::Syncing)),

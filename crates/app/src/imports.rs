@@ -388,7 +388,7 @@ impl Service {
         };
         let in_progress =
             if image.source == ImageSource::CreateImage { ImageState::Creating } else { ImageState::Importing };
-        self.commit_manifest(image, &record, store, in_progress).await?;
+        self.commit_manifest(image, &record, store, in_progress, true).await?;
         tracing::info!(image = %image.id, format = format.as_str(), size = manifest.virtual_size, "image complete");
         Ok(serde_json::json!({
             "Format": format.as_str(),
@@ -401,13 +401,16 @@ impl Service {
     /// Attaches a manifest (taking block references, image becomes what `image` says), then
     /// checks that every block it newly references is present (a block another manifest
     /// references was never collected); if one vanished (a GC race), undoes the attach.
-    /// The image keeps `in_progress` as its state until every block is checked.
+    /// The image keeps `in_progress` as its state until every block is checked. With
+    /// `metered`, a custom image's storage is metered from then on (copies are not: copying
+    /// across regions is free).
     pub(crate) async fn commit_manifest(
         &self,
         image: &Image,
         record: &ManifestRecord,
         store: &imaged_chunkstore::BlockStore,
         in_progress: ImageState,
+        metered: bool,
     ) -> Result<(), JobFailure> {
         if let Some(owner) = image.owner {
             let usage = self.storage_usage(owner).await.map_err(JobFailure::retry)?;
@@ -434,7 +437,11 @@ impl Service {
             }
         }
         // Only while the image is still the one being filled: a deletion meanwhile wins.
-        if !self.store().update_image_if_state(image, in_progress).await.map_err(JobFailure::retry)? {
+        let open = match (metered, image.owner) {
+            (true, Some(_)) => vec![self.storage_segment(image)],
+            _ => Vec::new(),
+        };
+        if !self.store().finish_image_metered(image, in_progress, &open).await.map_err(JobFailure::retry)? {
             let _ = self.store().detach_manifest(&image.id).await;
             return Err(JobFailure::permanent("the image was deleted"));
         }

@@ -18,7 +18,7 @@ use imaged_metastore::{ManifestRecord, Role};
 use crate::secrets::random_bytes;
 use crate::service::{now, AppError, Service};
 
-/// The account the built-in listings belong to.
+/// The provider name of the administrator account, which holds the built-in listings.
 pub const BUILTIN_PROVIDER: &str = "marketplace";
 
 /// Why a marketplace request is refused.
@@ -331,17 +331,12 @@ impl Service {
         Ok(listing.and_then(|l| l.published.map(|v| v.terms.fee)).unwrap_or(ImageFee::FREE))
     }
 
-    /// At first start: the built-in marketplace rows become published listings of the built-in
-    /// provider, and their images carry their listings' marks. Idempotent.
+    /// At first start: the built-in marketplace rows become published listings of the
+    /// administrator account (the operator publishes them; buyers see each row's own provider
+    /// name), and their images carry their listings' marks. Idempotent.
     pub(crate) async fn bootstrap_market(&self) -> Result<(), AppError> {
         let accounts = self.store().list_accounts().await?;
-        let provider = match accounts.iter().find(|a| a.name == BUILTIN_PROVIDER) {
-            Some(a) => a.id,
-            None => match self.store().create_account(BUILTIN_PROVIDER, Role::User, now()).await? {
-                Ok(a) => a.id,
-                Err(_) => return Ok(()), // another server made it at the same moment
-            },
-        };
+        let Some(provider) = accounts.iter().find(|a| a.role == Role::Admin).map(|a| a.id) else { return Ok(()) };
         self.store().add_provider(provider, BUILTIN_PROVIDER, now()).await?;
         let listed = self.store().list_listings(Some(provider)).await?;
         for row in catalog::market_images() {

@@ -5,7 +5,7 @@
 use imaged_domain::instance::{Instance, InstanceState};
 use imaged_domain::metering::{earnings, usage, MeterKind, Segment, UsageLine};
 use imaged_domain::time::Timestamp;
-use imaged_domain::AccountId;
+use imaged_domain::{AccountId, Image};
 use imaged_metastore::MetaStoreError;
 
 use crate::service::{AppError, Service};
@@ -30,9 +30,10 @@ impl Service {
         let segment = |kind, rate, listing, provider| Segment {
             account: instance.owner,
             region: instance.region.clone(),
-            instance: instance.id.clone(),
+            resource: instance.id.to_string(),
             kind,
             rate,
+            quantity: 1,
             listing,
             provider,
             started_at: at,
@@ -53,6 +54,24 @@ impl Service {
             open.push(segment(MeterKind::Licence, prices.windows_licence_hourly, None, None));
         }
         Ok(open)
+    }
+
+    /// The storage segment of a custom image becoming NORMAL now: its virtual disk's GB at the
+    /// region's price per GB-month.
+    pub(crate) fn storage_segment(&self, image: &Image) -> Segment {
+        let region = image.region.clone().unwrap_or_default();
+        Segment {
+            account: image.owner.unwrap_or(AccountId(0)),
+            rate: self.price_table().for_region(&region).storage_gb_month,
+            region,
+            resource: image.id.to_string(),
+            kind: MeterKind::Storage,
+            quantity: image.size_gib,
+            listing: None,
+            provider: None,
+            started_at: self.clock_now(),
+            ended_at: None,
+        }
     }
 
     /// Stores `instance` as a job leaves it, closing its open segments and, if it runs, opening

@@ -250,7 +250,7 @@ impl Service {
             copy.state = ImageState::Normal;
             copy.progress = None;
             let dest = ManifestRecord { image: copy_id.clone(), region: dest_region.clone(), ..record.clone() };
-            self.commit_manifest(&copy, &dest, &to, ImageState::Creating).await?;
+            self.commit_manifest(&copy, &dest, &to, ImageState::Creating, false).await?;
             tracing::info!(image = %copy_id, region = %dest_region, "copy complete");
         }
         self.end_sync(&source_id).await;

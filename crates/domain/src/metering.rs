@@ -1,15 +1,18 @@
 //! Metering: what an account used and owes, from *segments*: an instance's running time, each
-//! segment with the rates that applied (the instance type's, the image's fee, the licence). A
-//! segment opens when an instance starts running and closes when it stops, is terminated, or
-//! is reinstalled (then a new one opens with the new image's rates), written in the same
-//! transaction as the state change, so a crash neither loses nor doubles a second.
+//! segment with the rates that applied (the instance type's, the image's fee, the licence), and
+//! a custom image's stored GB. An instance's segments open when it starts running and close
+//! when it stops, is terminated, or is reinstalled (then new ones open with the new image's
+//! rates); an image's opens when it becomes NORMAL and closes when it is deleted; each is
+//! written in the same transaction as the state change, so a crash neither loses nor doubles a
+//! second.
 //!
 //! Usage over a range is each segment's overlap with it, in seconds (which add up exactly
-//! however a range is cut); amounts are rate × seconds / 3600 per line, in minor units,
-//! rounded down once per line.
+//! however a range is cut); amounts are rate × quantity × seconds / period (an hour, or a
+//! 720-hour month for storage) per line, in minor units, rounded down once per line.
 
-use crate::ids::{AccountId, InstanceId};
+use crate::ids::AccountId;
 use crate::market::ListingId;
+use crate::pricing::HOURS_PER_MONTH;
 use crate::time::Timestamp;
 
 wire_enum! {
@@ -21,7 +24,23 @@ wire_enum! {
         ImageFee = "IMAGE_FEE",
         /// Windows licence hours (outside mainland China).
         Licence = "LICENCE",
+        /// GB-months of custom-image storage.
+        Storage = "STORAGE",
     }
+}
+
+impl MeterKind {
+    /// The seconds a rate is per: an hour, or a month for storage.
+    pub fn period_secs(self) -> u64 {
+        match self {
+            MeterKind::Storage => HOURS_PER_MONTH * 3600,
+            _ => 3600,
+        }
+    }
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// A span of metered time at one rate.
@@ -31,12 +50,15 @@ pub struct Segment {
     pub account: AccountId,
     /// Where.
     pub region: String,
-    /// The instance.
-    pub instance: InstanceId,
+    /// The instance (or, for storage, the image).
+    pub resource: String,
     /// What for.
     pub kind: MeterKind,
-    /// Minor units per hour.
+    /// Minor units per unit per period (hour; GB-month for storage).
     pub rate: u64,
+    /// Units: 1, or GB for storage.
+    #[serde(default = "one")]
+    pub quantity: u64,
     /// The listing an image fee goes to.
     pub listing: Option<ListingId>,
     /// The listing's provider.
@@ -59,17 +81,19 @@ pub fn overlap(segment: &Segment, from: Timestamp, to: Timestamp) -> u64 {
 pub struct UsageLine {
     /// What for.
     pub kind: MeterKind,
-    /// The instance.
-    pub instance: InstanceId,
+    /// The instance (or image).
+    pub resource: String,
     /// The region.
     pub region: String,
     /// The listing (image fees).
     pub listing: Option<ListingId>,
-    /// Minor units per hour.
+    /// Minor units per unit per period.
     pub rate: u64,
+    /// Units (GB for storage).
+    pub quantity: u64,
     /// Seconds in the range.
     pub seconds: u64,
-    /// `rate × seconds / 3600`, rounded down.
+    /// `rate × quantity × seconds / period`, rounded down.
     pub amount: u64,
 }
 
@@ -83,31 +107,37 @@ pub fn usage(segments: &[Segment], from: Timestamp, to: Timestamp) -> Vec<UsageL
             continue;
         }
         let same = |l: &&mut UsageLine| {
-            l.kind == s.kind && l.instance == s.instance && l.listing == s.listing && l.rate == s.rate
+            l.kind == s.kind
+                && l.resource == s.resource
+                && l.listing == s.listing
+                && l.rate == s.rate
+                && l.quantity == s.quantity
         };
         match lines.iter_mut().find(same) {
             Some(line) => line.seconds += seconds,
             None => lines.push(UsageLine {
                 kind: s.kind,
-                instance: s.instance.clone(),
+                resource: s.resource.clone(),
                 region: s.region.clone(),
                 listing: s.listing.clone(),
                 rate: s.rate,
+                quantity: s.quantity,
                 seconds,
                 amount: 0,
             }),
         }
     }
     for line in &mut lines {
-        line.amount = amount(line.rate, line.seconds);
+        line.amount = amount(line.kind, line.rate.saturating_mul(line.quantity), line.seconds);
     }
-    lines.sort_by(|a, b| (a.kind.as_str(), &a.instance, a.rate).cmp(&(b.kind.as_str(), &b.instance, b.rate)));
+    lines.sort_by(|a, b| (a.kind.as_str(), &a.resource, a.rate).cmp(&(b.kind.as_str(), &b.resource, b.rate)));
     lines
 }
 
-/// `rate` minor units per hour for `seconds`, rounded down (in 128 bits: no overflow).
-pub fn amount(rate: u64, seconds: u64) -> u64 {
-    u64::try_from(u128::from(rate) * u128::from(seconds) / 3600).unwrap_or(u64::MAX)
+/// `rate` minor units per period of `kind` for `seconds`, rounded down (in 128 bits: no
+/// overflow).
+pub fn amount(kind: MeterKind, rate: u64, seconds: u64) -> u64 {
+    u64::try_from(u128::from(rate) * u128::from(seconds) / u128::from(kind.period_secs())).unwrap_or(u64::MAX)
 }
 
 /// A provider's earnings per listing over `[from, to)`: the image-fee seconds of every buyer
@@ -136,9 +166,10 @@ mod tests {
         Segment {
             account: AccountId(1),
             region: "ap-guangzhou".into(),
-            instance: InstanceId::from_random([1; 8]),
+            resource: "ins-00000001".into(),
             kind,
             rate,
+            quantity: 1,
             listing: (kind == MeterKind::ImageFee).then(|| ListingId::from_random([2; 8])),
             provider: None,
             started_at: Timestamp(start),
@@ -170,6 +201,11 @@ mod tests {
         assert_eq!((fee.seconds, fee.amount), (3600, 25), "two halves are one hour, rounded once");
         let e = earnings(&segments, Timestamp(0), Timestamp(3600));
         assert_eq!(e, vec![(ListingId::from_random([2; 8]), 3600, 25)]);
-        assert_eq!(amount(u64::MAX, 3600), u64::MAX, "no overflow");
+        assert_eq!(amount(MeterKind::Instance, u64::MAX, 3600), u64::MAX, "no overflow");
+        // 20 GB at 0.12 per GB-month for half a month.
+        let storage =
+            Segment { kind: MeterKind::Storage, rate: 12, quantity: 20, ..seg(MeterKind::Instance, 0, 0, None) };
+        let line = usage(&[storage], Timestamp(0), Timestamp(360 * 3600)).remove(0);
+        assert_eq!((line.quantity, line.amount), (20, 120));
     }
 }

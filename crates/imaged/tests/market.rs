@@ -545,12 +545,12 @@ result = {{"shop": shop, "win_tokyo": win_tokyo, "win_gz": win_gz, "quote": ask(
     let all = usage(t0, t0 + 25_200);
     let lines = all["UsageSet"].as_array().expect("lines");
     let line = |category: &str, instance: &str| {
-        lines.iter().filter(|l| l["Category"] == category && l["InstanceId"] == instance).collect::<Vec<_>>()
+        lines.iter().filter(|l| l["Category"] == category && l["ResourceId"] == instance).collect::<Vec<_>>()
     };
     let run_time: u64 = line("INSTANCE", &shop).iter().map(|l| l["Seconds"].as_u64().unwrap_or(0)).sum();
     assert_eq!(run_time, 4 * 3600, "0-2 h and 3-5 h: the stopped hour and the reset count nothing twice: {all}");
     let shop_amount: u64 =
-        lines.iter().filter(|l| l["InstanceId"] == shop.as_str()).map(|l| l["Amount"].as_u64().unwrap_or(0)).sum();
+        lines.iter().filter(|l| l["ResourceId"] == shop.as_str()).map(|l| l["Amount"].as_u64().unwrap_or(0)).sum();
     assert_eq!(shop_amount, 4 * quote, "four metered hours are four times the quoted hourly price");
     assert_eq!(line("IMAGE_FEE", &shop)[0]["ListingId"], listing.as_str());
     let win_tokyo = r["win_tokyo"].as_str().expect("id");
@@ -593,6 +593,19 @@ result = {{"shop": shop, "win_tokyo": win_tokyo, "win_gz": win_gz, "quote": ask(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["TotalAmount"], 100);
+    // The provider's custom image is stored GB-months: NORMAL at t0, 50 GB at 0.12 per GB-month.
+    let r = ask(
+        &server,
+        &acme,
+        &format!(
+            r#"result = call(ext(), "DescribeUsage", {{"StartTime": "{}", "EndTime": "{}", "Category": "STORAGE"}})["ok"]"#,
+            iso(t0),
+            iso(t0 + 25_200)
+        ),
+    );
+    let storage = &r["UsageSet"][0];
+    assert_eq!((storage["Quantity"].as_u64(), storage["Seconds"].as_u64()), (Some(50), Some(25_200)), "{r}");
+    assert_eq!(storage["Amount"], 12 * 50 * 25_200 / (720 * 3600));
     let r = ask(
         &server,
         &buyer,

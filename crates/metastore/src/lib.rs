@@ -258,7 +258,8 @@ pub trait ImageStore: Send + Sync {
     /// and is not being created or copied (`WrongState`), its manifest and its block references.
     /// An image being imported may be deleted: that cancels the import (its job finds the image
     /// gone and writes nothing more). False when there was no such image.
-    async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>>;
+    /// The image's open usage segments (its storage) close at `now`, in the same transaction.
+    async fn delete_image(&self, id: &ImageId, now: Timestamp) -> Result<Result<bool, Refused>>;
     /// Bytes of the virtual disks of `owner`'s custom images that have their bytes (in every
     /// region): what counts toward its storage quota.
     async fn image_bytes(&self, owner: AccountId) -> Result<u64>;

@@ -5,7 +5,7 @@ use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
 use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, InstanceId};
+use imaged_domain::{AccountId, Image, ImageState, InstanceId};
 
 use crate::Result;
 
@@ -36,6 +36,10 @@ pub trait MeterStore: Send + Sync {
     /// In one transaction: closes the instance's open segments at `at` and removes it (and its
     /// node record); false when there was no such instance.
     async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool>;
+    /// In one transaction: replaces an image's document only while its stored state is still
+    /// `expected` (as [`crate::ImageStore::update_image_if_state`]) and opens `open` (its
+    /// storage, once it is NORMAL); false, with nothing written, when the state moved on.
+    async fn finish_image_metered(&self, image: &Image, expected: ImageState, open: &[Segment]) -> Result<bool>;
     /// The segments of `account` that overlap `[from, to)`.
     async fn account_segments(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>>;
     /// The image-fee segments paid to `provider` that overlap `[from, to)`.

@@ -230,7 +230,11 @@ async fn a_sync_begins_only_from_normal_and_inserts_every_copy_or_none<S: MetaSt
     assert!(store.get_image(&copies[1].id).await.expect("db").is_some());
     let again = store.begin_sync(&syncing, &[copy("ap-tokyo", 97)], 10, &job).await.expect("db");
     assert_eq!(again, Err(Refused::WrongState), "one copy at a time");
-    assert_eq!(store.delete_image(&source.id).await.expect("db"), Err(Refused::WrongState), "not while syncing");
+    assert_eq!(
+        store.delete_image(&source.id, Timestamp(5)).await.expect("db"),
+        Err(Refused::WrongState),
+        "not while syncing"
+    );
 }
 
 /// An instance of `owner` in `region`, launched from `image`.
@@ -290,12 +294,12 @@ async fn images_are_renamed_uniquely_and_deleted_only_when_not_shared<S: MetaSto
     store.attach_manifest(&b, &record).await.expect("attach");
     assert!(store.add_share(&b.id, friend, Timestamp(30)).await.expect("share"));
     assert_eq!(store.image_shares(&b.id).await.expect("db"), [(friend, Timestamp(30))]);
-    assert_eq!(store.delete_image(&b.id).await.expect("db"), Err(Refused::InShared));
+    assert_eq!(store.delete_image(&b.id, Timestamp(5)).await.expect("db"), Err(Refused::InShared));
     assert_eq!(store.block_refs(region, &digest).await.expect("refs"), 1, "a refused delete keeps the references");
     assert!(store.get_image(&b.id).await.expect("db").is_some());
 
-    assert_eq!(store.delete_image(&a.id).await.expect("db"), Ok(true));
-    assert_eq!(store.delete_image(&a.id).await.expect("db"), Ok(false));
+    assert_eq!(store.delete_image(&a.id, Timestamp(5)).await.expect("db"), Ok(true));
+    assert_eq!(store.delete_image(&a.id, Timestamp(5)).await.expect("db"), Ok(false));
     assert_eq!(store.get_image(&a.id).await.expect("db"), None);
     assert_eq!(store.count_custom_images(owner, region).await.expect("db"), 1, "deleting frees quota");
     assert!(store.image_shares(&a.id).await.expect("db").is_empty());

@@ -76,9 +76,10 @@ async fn segments_open_and_close_with_their_instances<S: MetaStore>(
     let seg = |kind, rate, at| Segment {
         account: buyer,
         region: "ap-guangzhou".into(),
-        instance: vm.id.clone(),
+        resource: vm.id.to_string(),
         kind,
         rate,
+        quantity: 1,
         listing: (kind == MeterKind::ImageFee).then(|| listing.clone()),
         provider: (kind == MeterKind::ImageFee).then_some(provider),
         started_at: Timestamp(at),
@@ -105,4 +106,31 @@ async fn segments_open_and_close_with_their_instances<S: MetaStore>(
     let last = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
     assert_eq!(last.last().and_then(|s| s.ended_at), Some(Timestamp(9000)), "termination closes the segment");
     assert!(!store.delete_instance_metered(&vm.id, Timestamp(9100)).await.expect("db"));
+
+    // An image's storage opens only with its NORMAL state, and closes with its deletion.
+    let mut img = custom_image(buyer, "ap-guangzhou", "stored", 78);
+    img.state = imaged_domain::ImageState::Importing;
+    store.insert_custom_image(&img, 10).await.expect("db").expect("inserted");
+    let storage = Segment {
+        resource: img.id.to_string(),
+        kind: MeterKind::Storage,
+        rate: 12,
+        quantity: 20,
+        listing: None,
+        provider: None,
+        ..seg(MeterKind::Instance, 0, 10_000)
+    };
+    let mut normal = img.clone();
+    normal.state = imaged_domain::ImageState::Normal;
+    let stale = imaged_domain::ImageState::Creating;
+    assert!(!store.finish_image_metered(&normal, stale, std::slice::from_ref(&storage)).await.expect("db"));
+    let expected = imaged_domain::ImageState::Importing;
+    assert!(store.finish_image_metered(&normal, expected, std::slice::from_ref(&storage)).await.expect("db"));
+    let stored = |at| async move {
+        let all = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
+        all.into_iter().filter(|s| s.kind == MeterKind::Storage).map(|s| s.ended_at).collect::<Vec<_>>() == at
+    };
+    assert!(stored(vec![None]).await, "one open storage segment");
+    assert_eq!(store.delete_image(&img.id, Timestamp(12_000)).await.expect("db"), Ok(true));
+    assert!(stored(vec![Some(Timestamp(12_000))]).await, "deleting the image closes it");
 }

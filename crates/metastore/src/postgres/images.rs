@@ -203,7 +203,7 @@ impl ImageStore for PostgresStore {
         Ok(Ok(()))
     }
 
-    async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>> {
+    async fn delete_image(&self, id: &ImageId, now: Timestamp) -> Result<Result<bool, Refused>> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
         let exists =
@@ -225,6 +225,7 @@ impl ImageStore for PostgresStore {
             return Ok(Err(Refused::WrongState));
         }
         detach_manifest_tx(&tx, id).await?;
+        super::market::close_segments(&tx, id.as_str(), now).await?;
         tx.execute("DELETE FROM images WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(Ok(true))

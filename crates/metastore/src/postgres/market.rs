@@ -6,12 +6,12 @@ use tokio_postgres::Transaction;
 use super::instances::put_instance;
 use super::{db_err, put_image, PostgresStore};
 use crate::tke::{decode, encode};
-use crate::{MarketStore, MeterStore, Result};
+use crate::{encode_image, MarketStore, MeterStore, Result};
 use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
 use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, InstanceId};
+use imaged_domain::{AccountId, Image, ImageState, InstanceId};
 
 #[async_trait]
 impl MarketStore for PostgresStore {
@@ -95,7 +95,7 @@ async fn insert_segment(tx: &Transaction<'_>, s: &Segment) -> Result<()> {
         &[
             &(s.account.0 as i64),
             &s.provider.map(|p| p.0 as i64),
-            &s.instance.as_str(),
+            &s.resource,
             &s.started_at.0,
             &s.ended_at.map(|t| t.0),
             &encode(s)?,
@@ -106,11 +106,12 @@ async fn insert_segment(tx: &Transaction<'_>, s: &Segment) -> Result<()> {
     .map_err(db_err)
 }
 
-async fn close_segments(tx: &Transaction<'_>, instance: &InstanceId, at: Timestamp) -> Result<()> {
+/// Closes the open segments of a resource (an instance, an image) at `at`.
+pub(super) async fn close_segments(tx: &Transaction<'_>, resource: &str, at: Timestamp) -> Result<()> {
     let rows = tx
         .query(
             "SELECT id, doc FROM meter_segments WHERE instance_id = $1 AND ended_at IS NULL FOR UPDATE",
-            &[&instance.as_str()],
+            &[&resource],
         )
         .await
         .map_err(db_err)?;
@@ -151,7 +152,7 @@ impl MeterStore for PostgresStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
         for instance in instances {
-            close_segments(&tx, &instance.id, at).await?;
+            close_segments(&tx, instance.id.as_str(), at).await?;
             put_instance(&tx, instance).await?;
         }
         for s in open {
@@ -163,11 +164,32 @@ impl MeterStore for PostgresStore {
     async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
-        close_segments(&tx, id, at).await?;
+        close_segments(&tx, id.as_str(), at).await?;
         tx.execute("DELETE FROM tke_nodes WHERE instance_id = $1", &[&id.as_str()]).await.map_err(db_err)?;
         let n = tx.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(n == 1)
+    }
+
+    async fn finish_image_metered(&self, image: &Image, expected: ImageState, open: &[Segment]) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(db_err)?;
+        let n = tx
+            .execute(
+                "UPDATE images SET state = $2, doc = $3 WHERE id = $1 AND state = $4",
+                &[&image.id.as_str(), &image.state.as_str(), &encode_image(image)?, &expected.as_str()],
+            )
+            .await
+            .map_err(db_err)?;
+        if n != 1 {
+            return Ok(false);
+        }
+        close_segments(&tx, image.id.as_str(), Timestamp(i64::MIN)).await?;
+        for s in open {
+            insert_segment(&tx, s).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn account_segments(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>> {

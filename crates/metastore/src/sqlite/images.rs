@@ -232,7 +232,7 @@ impl ImageStore for SqliteStore {
             .await
     }
 
-    async fn delete_image(&self, id: &ImageId) -> Result<Result<bool, Refused>> {
+    async fn delete_image(&self, id: &ImageId, now: Timestamp) -> Result<Result<bool, Refused>> {
         let id = id.clone();
         self.writer
             .run(move |conn| {
@@ -255,6 +255,7 @@ impl ImageStore for SqliteStore {
                     return Ok(Err(Refused::WrongState));
                 }
                 detach_manifest_tx(&tx, &id)?;
+                super::market::close_segments(&tx, id.as_str(), now)?;
                 let deleted = tx.execute("DELETE FROM images WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
                 Ok(Ok(deleted == 1))

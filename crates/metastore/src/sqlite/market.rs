@@ -6,12 +6,12 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use super::instances::put_instance;
 use super::{db_err, put_image, SqliteStore};
 use crate::tke::{decode, encode};
-use crate::{MarketStore, MeterStore, Result};
+use crate::{encode_image, MarketStore, MeterStore, Result};
 use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
 use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
-use imaged_domain::{AccountId, Image, InstanceId};
+use imaged_domain::{AccountId, Image, ImageState, InstanceId};
 
 #[async_trait]
 impl MarketStore for SqliteStore {
@@ -110,7 +110,7 @@ fn insert_segment(tx: &rusqlite::Connection, s: &Segment) -> Result<()> {
         params![
             s.account.0 as i64,
             s.provider.map(|p| p.0 as i64),
-            s.instance.as_str(),
+            s.resource,
             s.started_at.0,
             s.ended_at.map(|t| t.0),
             encode(s)?
@@ -120,12 +120,13 @@ fn insert_segment(tx: &rusqlite::Connection, s: &Segment) -> Result<()> {
     .map_err(db_err)
 }
 
-fn close_segments(tx: &rusqlite::Connection, instance: &InstanceId, at: Timestamp) -> Result<()> {
+/// Closes the open segments of a resource (an instance, an image) at `at`.
+pub(super) fn close_segments(tx: &rusqlite::Connection, resource: &str, at: Timestamp) -> Result<()> {
     let mut st = tx
         .prepare_cached("SELECT id, doc FROM meter_segments WHERE instance_id = ?1 AND ended_at IS NULL")
         .map_err(db_err)?;
     let open: Vec<(i64, String)> = st
-        .query_map(params![instance.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map(params![resource], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(db_err)?
         .collect::<rusqlite::Result<_>>()
         .map_err(db_err)?;
@@ -166,7 +167,7 @@ impl MeterStore for SqliteStore {
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
                 for instance in &instances {
-                    close_segments(&tx, &instance.id, at)?;
+                    close_segments(&tx, instance.id.as_str(), at)?;
                     put_instance(&tx, instance)?;
                 }
                 for s in &open {
@@ -182,11 +183,35 @@ impl MeterStore for SqliteStore {
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-                close_segments(&tx, &id, at)?;
+                close_segments(&tx, id.as_str(), at)?;
                 tx.execute("DELETE FROM tke_nodes WHERE instance_id = ?1", params![id.as_str()]).map_err(db_err)?;
                 let n = tx.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;
                 tx.commit().map_err(db_err)?;
                 Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn finish_image_metered(&self, image: &Image, expected: ImageState, open: &[Segment]) -> Result<bool> {
+        let (image, open) = (image.clone(), open.to_vec());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let n = tx
+                    .execute(
+                        "UPDATE images SET state = ?2, doc = ?3 WHERE id = ?1 AND state = ?4",
+                        params![image.id.as_str(), image.state.as_str(), encode_image(&image)?, expected.as_str()],
+                    )
+                    .map_err(db_err)?;
+                if n != 1 {
+                    return Ok(false);
+                }
+                close_segments(&tx, image.id.as_str(), Timestamp(i64::MIN))?;
+                for s in &open {
+                    insert_segment(&tx, s)?;
+                }
+                tx.commit().map_err(db_err)?;
+                Ok(true)
             })
             .await
     }
