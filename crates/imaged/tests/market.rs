@@ -41,16 +41,6 @@ monthly = 55000
 const PY: &str = r#"
 from tencentcloud.common.common_client import CommonClient
 
-def settle_gone(c, ids, timeout=90):
-    deadline = time.time() + timeout
-    while True:
-        s = call(c, "DescribeInstances", {"InstanceIds": ids})["ok"]["InstanceSet"]
-        if not s:
-            return True
-        if time.time() > deadline:
-            raise Exception("not terminated: %s" % s)
-        time.sleep(0.1)
-
 def ext(region="ap-guangzhou"):
     hp = HttpProfile(protocol="http", endpoint=os.environ["IMAGED_ENDPOINT"], reqMethod="POST")
     return CommonClient("imaged", "2026-12-01", credential.Credential(os.environ["SECRET_ID"], os.environ["SECRET_KEY"]),
@@ -205,12 +195,6 @@ fn an_absurd_price_table_is_refused_at_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("over"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn cli_json(server: &Server, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(out.status.success(), "imaged {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("imaged {args:?} printed no JSON ({e})"))
-}
-
 /// A NORMAL custom image of `who`'s holding `/etc/stack.conf`, captured from a CentOS instance.
 fn stack_image(server: &Server, who: &support::Creds, name: &str, content: &str) -> String {
     let r = sdk(server, who, &format!(r#"result = run(client(), "{CENTOS}", name="{name}")"#));
@@ -250,7 +234,7 @@ fn a_listing_goes_through_review_and_its_mark_follows_the_bytes() {
     };
     let r = ask(&server, &acme, &format!("result = {}", create(&source, "30")));
     assert_eq!(r["error"], "AuthFailure.UnauthorizedOperation", "not a provider yet: {r}");
-    cli_json(&server, &["market", "provider", "add", &acme.account_id]);
+    server.cli_json(&["market", "provider", "add", &acme.account_id]);
 
     let r = ask(
         &server,
@@ -317,7 +301,7 @@ result = [i["ImageId"] for i in r["ok"]["ImageSet"]]"#
         r.as_array().expect("ids").iter().map(|v| v.as_str().unwrap_or("").to_owned()).collect::<Vec<_>>()
     };
     assert!(!market_ids(&buyer, "ap-guangzhou").contains(&v1), "nothing is on sale before review");
-    let seen = cli_json(&server, &["market", "inspect", &listing]);
+    let seen = server.cli_json(&["market", "inspect", &listing]);
     assert_eq!(seen["image"], v1.as_str());
     assert!(
         seen["blocks"].as_u64().is_some_and(|b| b > 0) && seen["virtual_size"].as_u64().is_some_and(|s| s > 0),
@@ -331,7 +315,7 @@ result = [i["ImageId"] for i in r["ok"]["ImageSet"]]"#
 
     // Rejected with a reason; fixed; approved.
     let rejected =
-        cli_json(&server, &["market", "review", &listing, "--reject", "--reason", "describe the ports it opens"]);
+        server.cli_json(&["market", "review", &listing, "--reject", "--reason", "describe the ports it opens"]);
     assert_eq!(rejected["State"], "REJECTED");
     let r = ask(
         &server,
@@ -358,7 +342,7 @@ result = call(ext(), "SubmitMarketListing", {{"ListingId": "{listing}"}})"#
     );
     assert_eq!(r["ok"]["PendingVersion"]["Version"], 2, "{r}");
     let v2 = r["ok"]["PendingVersion"]["ImageId"].as_str().expect("snapshot").to_owned();
-    let approved = cli_json(&server, &["market", "review", &listing, "--approve"]);
+    let approved = server.cli_json(&["market", "review", &listing, "--approve"]);
     assert_eq!(
         (approved["State"].as_str(), approved["PublishedImageId"].as_str()),
         (Some("PUBLISHED"), Some(v2.as_str()))
@@ -396,7 +380,7 @@ result = {{"img": img, "tokyo": tokyo, "launched": launched, "quote": quote}}"#
 
     // A capture of the buyer's instance keeps the mark: no export, the fee on its launches, no
     // listing by anyone else.
-    cli_json(&server, &["market", "provider", "add", &buyer.account_id]);
+    server.cli_json(&["market", "provider", "add", &buyer.account_id]);
     let r = ask(
         &server,
         &buyer,
@@ -436,7 +420,7 @@ result = {{"run": call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou
     assert_eq!(r["listings"]["TotalCount"], 0, "a provider sees its own listings only");
 
     // The built-in rows are published listings, and their bytes carry the mark too.
-    let all = cli_json(&server, &["market", "listings"]);
+    let all = server.cli_json(&["market", "listings"]);
     let wordpress = all.as_array().expect("listings").iter().find(|l| l["published"]["image"] == WORDPRESS);
     assert_eq!(wordpress.map(|l| l["state"].as_str()), Some(Some("PUBLISHED")), "{all}");
     let r = ask(
@@ -462,7 +446,7 @@ fn create_for(image: &str) -> String {
 
 /// A published listing of `provider`'s at `price` fen an hour; returns (listing, image).
 fn published(server: &Server, provider: &support::Creds, price: u64) -> (String, String) {
-    cli_json(server, &["market", "provider", "add", &provider.account_id]);
+    server.cli_json(&["market", "provider", "add", &provider.account_id]);
     let source = stack_image(server, provider, "metered-src", "app = 1\n");
     let r = ask(
         server,
@@ -474,7 +458,7 @@ result = call(ext(), "SubmitMarketListing", {{"ListingId": l}})"#
         ),
     );
     let listing = r["ok"]["ListingId"].as_str().unwrap_or_else(|| panic!("{r}")).to_owned();
-    let approved = cli_json(server, &["market", "review", &listing, "--approve"]);
+    let approved = server.cli_json(&["market", "review", &listing, "--approve"]);
     (listing, approved["PublishedImageId"].as_str().expect("image").to_owned())
 }
 

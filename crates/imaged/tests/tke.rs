@@ -360,12 +360,6 @@ result = {{"r": r, "nodes": settle_nodes(t, r["ok"]["ClusterId"]) if "ok" in r e
     (cluster, node)
 }
 
-fn cli_json(server: &Server, args: &[&str]) -> Value {
-    let out = server.cli(args);
-    assert!(out.status.success(), "imaged {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("imaged {args:?} printed no JSON ({e})"))
-}
-
 #[test]
 fn beta_images_need_an_approved_application_and_accounts_see_only_their_own() {
     let Some(server) = Server::start(Backend::Postgres, "tke_beta") else { return };
@@ -401,9 +395,9 @@ result = {{"a": a, "again": again, "not_beta": not_beta, "listed": listed, "pend
     assert!(r["pending"]["message"].as_str().unwrap_or("").contains("pending"), "{}", r["pending"]);
 
     // The operator rejects with a reason, the applicant reads it; a new application approved.
-    let listed = cli_json(&server, &["tke", "beta", "list"]);
+    let listed = server.cli_json(&["tke", "beta", "list"]);
     assert_eq!(listed[0]["ApplicationId"], app.as_str());
-    let rejected = cli_json(&server, &["tke", "beta", "reject", &app, "--reason", "capacity is full this week"]);
+    let rejected = server.cli_json(&["tke", "beta", "reject", &app, "--reason", "capacity is full this week"]);
     assert_eq!(rejected["Status"], "REJECTED");
     let twice = server.cli(&["tke", "beta", "approve", &app]);
     assert!(!twice.status.success(), "a decided application stays decided");
@@ -421,7 +415,7 @@ result = {{"refused": refused, "b": b}}"#,
     assert!(r["refused"]["message"].as_str().unwrap_or("").contains("capacity is full this week"), "{}", r["refused"]);
     let second = r["b"]["ok"]["ApplicationId"].as_str().expect("second application").to_owned();
     assert_ne!(second, app);
-    assert_eq!(cli_json(&server, &["tke", "beta", "approve", &second])["Status"], "APPROVED");
+    assert_eq!(server.cli_json(&["tke", "beta", "approve", &second])["Status"], "APPROVED");
     let (cluster, node) = cluster_with_a_node(&server, &bob, "centos8.0x86_64");
     assert_eq!(os_of(&server, &node), C80, "approved: the beta image is usable");
     let r = py(&server, &alice, &format!("result = {}", create("centos8.0x86_64")));
@@ -573,7 +567,7 @@ fn image_logic_changes_are_announced_a_week_ahead_and_take_effect_only_then() {
     let (carol, dave, erin) =
         (server.create_account("carol"), server.create_account("dave"), server.create_account("erin"));
     let receiver = Receiver::start(1);
-    let hook = cli_json(&server, &["account", "set-webhook", "--account", &carol.account_id, "--url", &receiver.url]);
+    let hook = server.cli_json(&["account", "set-webhook", "--account", &carol.account_id, "--url", &receiver.url]);
     assert_eq!(hook["Webhook"], receiver.url.as_str());
 
     // carol: a cluster on CentOS 7.6; dave: a pool on it in a TencentOS cluster; erin: neither.
@@ -618,7 +612,7 @@ fn image_logic_changes_are_announced_a_week_ahead_and_take_effect_only_then() {
     assert_eq!((change["OsName"].as_str(), change["ImageId"].as_str()), (Some("centos7.6.0_x64"), Some(DEBIAN)));
     assert_eq!(change["EffectiveTime"], effective.as_str());
     assert_eq!(change["AccountsNotified"], 2, "carol (cluster) and dave (pool): {change}");
-    let listed = cli_json(&server, &["tke", "changes"]);
+    let listed = server.cli_json(&["tke", "changes"]);
     assert_eq!(listed[0]["ChangeId"], change["ChangeId"]);
 
     let inbox =

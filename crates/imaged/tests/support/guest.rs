@@ -52,6 +52,16 @@ def settle_sync(c, image_id, timeout=90):
             raise Exception("copy did not end: %s" % img)
         time.sleep(0.05)
 
+def settle_gone(c, ids, timeout=90):
+    deadline = time.time() + timeout
+    while True:
+        s = call(c, "DescribeInstances", {"InstanceIds": ids, "Limit": 100})["ok"]["InstanceSet"]
+        if not s:
+            return True
+        if time.time() > deadline:
+            raise Exception("instances were not terminated: %s" % s)
+        time.sleep(0.1)
+
 def run(c, image, count=1, name="vm", zone="ap-guangzhou-3"):
     r = call(c, "RunInstances", {"Placement": {"Zone": zone}, "ImageId": image, "InstanceCount": count,
                                  "InstanceName": name})

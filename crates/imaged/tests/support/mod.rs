@@ -213,6 +213,13 @@ impl Server {
             .expect("run imaged")
     }
 
+    /// Runs an operator command that must succeed and print JSON; the JSON.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(out.status.success(), "imaged {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("imaged {args:?} printed no JSON ({e})"))
+    }
+
     /// `imaged account create --name NAME`, parsed.
     pub fn create_account(&self, name: &str) -> Creds {
         let out = self.cli(&["account", "create", "--name", name]);

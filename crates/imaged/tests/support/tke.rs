@@ -38,16 +38,6 @@ def settle_nodes(t, cluster, timeout=90):
             raise Exception("nodes did not settle: %s" % s)
         time.sleep(0.1)
 
-def settle_gone(c, ids, timeout=90):
-    deadline = time.time() + timeout
-    while True:
-        s = call(c, "DescribeInstances", {"InstanceIds": ids, "Limit": 100})["ok"]["InstanceSet"]
-        if not s:
-            return True
-        if time.time() > deadline:
-            raise Exception("instances were not terminated: %s" % s)
-        time.sleep(0.1)
-
 def run_para(count=1, image="img-9qabwvbn"):
     # The ImageId inside is replaced by the OS level's image.
     return json.dumps({"Placement": {"Zone": "ap-guangzhou-3"}, "InstanceCount": count, "ImageId": image,
