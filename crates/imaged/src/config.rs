@@ -19,6 +19,10 @@
 //! | job workers | | | `[workers]` `transfer`, `instance`, `per_account` | 4, 2, 2 |
 //! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs`, `stall_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60, 120 |
 //! | replay check | | | `[http]` `replay_check` | on |
+//! | guests: hypervisor (`auto`, `qemu`, `none`) | | `IMAGED_HYPERVISOR` | `[vm]` `hypervisor` | `auto`: QEMU when `qemu-system-x86_64` runs, else disk only |
+//! | guests: emulator, accelerator (`auto`, `kvm`, `tcg`) | | `IMAGED_QEMU`, `IMAGED_ACCEL` | `[vm]` `qemu`, `accel` | `qemu-system-x86_64` on `PATH`, `auto` (KVM if a 3 s probe boots under it) |
+//! | guests: the most CPUs and memory one gets | | | `[vm]` `max_vcpus`, `max_memory_mib` | the host's cores, 4096 |
+//! | guests: how long a soft stop waits | | | `[vm]` `soft_stop_secs` | 60 |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //!
@@ -81,6 +85,28 @@ pub struct FileConfig {
     pub regions: Option<Vec<Region>>,
     /// The price table (minor units); replaces the built-in one when present.
     pub prices: Option<imaged_domain::pricing::PriceTable>,
+    /// Guests: the hypervisor behind instances.
+    #[serde(default)]
+    pub vm: VmConfig,
+}
+
+/// `[vm]`: the hypervisor behind instances.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// `auto` (QEMU if it runs here, else disk only), `qemu` (fail to start without it) or
+    /// `none` (instances are their disks).
+    pub hypervisor: Option<String>,
+    /// The emulator (default `qemu-system-x86_64` on `PATH`).
+    pub qemu: Option<PathBuf>,
+    /// `auto`, `kvm` or `tcg`.
+    pub accel: Option<String>,
+    /// The most virtual CPUs one guest gets.
+    pub max_vcpus: Option<u32>,
+    /// The most memory one guest gets, MiB.
+    pub max_memory_mib: Option<u32>,
+    /// Seconds a soft stop waits for the guest to power off before switching it off.
+    pub soft_stop_secs: Option<u64>,
 }
 
 /// `[imports]`: the egress policy and scratch limits of imports.
@@ -173,6 +199,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The price table.
     pub prices: imaged_domain::pricing::PriceTable,
+    /// The hypervisor behind instances (the environment applied).
+    pub vm: VmConfig,
 }
 
 /// What the command line gave.
@@ -218,6 +246,8 @@ impl Config {
             }
         };
         let data_dir = pre_data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        // Absolute, so that helpers run elsewhere (qemu-img, QEMU) find the same files.
+        let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         let listen = flags
             .listen
             .clone()
@@ -252,7 +282,18 @@ impl Config {
         };
         let prices = file.prices.unwrap_or_default();
         prices.validate().map_err(anyhow::Error::msg)?;
+        let mut vm = file.vm;
+        if let Some(h) = env("IMAGED_HYPERVISOR") {
+            vm.hypervisor = Some(h);
+        }
+        if let Some(q) = env("IMAGED_QEMU") {
+            vm.qemu = Some(q.into());
+        }
+        if let Some(a) = env("IMAGED_ACCEL") {
+            vm.accel = Some(a);
+        }
         Ok(Self {
+            vm,
             prices,
             imports,
             workers,
