@@ -3,8 +3,9 @@
 //! `CreateImage`, `ModifyImageAttribute`, `DeleteImages`, `DescribeImageFromFamily`.
 
 use imaged_app::capture::{CaptureError, CaptureRequest};
+use imaged_app::guests::GuestView;
 use imaged_app::images::{ImageChanges, ImageError};
-use imaged_app::instances::{InstanceError, RunRequest};
+use imaged_app::instances::{GuestInput, InstanceError, RunRequest};
 use imaged_domain::instance::{Instance, InstanceOp, InstanceQuery, InstanceRuleError};
 use imaged_domain::query::Page;
 use imaged_domain::rules::NameError;
@@ -65,6 +66,8 @@ pub(crate) const REBOOT_INSTANCES: &[Field] = &[INSTANCE_IDS, opt("StopType", Ty
 /// `TerminateInstances` parameters.
 pub(crate) const TERMINATE_INSTANCES: &[Field] =
     &[INSTANCE_IDS, opt("ReleaseAddress", Ty::Bool), opt("ReleasePrepaidDataDisks", Ty::Bool)];
+/// `DescribeInstanceConsoleOutput` (extension) parameters.
+pub(crate) const DESCRIBE_INSTANCE_CONSOLE_OUTPUT: &[Field] = &[req("InstanceId", Ty::Str)];
 /// `ResetInstance` parameters.
 pub(crate) const RESET_INSTANCE: &[Field] = &[
     req("InstanceId", Ty::Str),
@@ -165,6 +168,34 @@ struct RunInstancesRequest {
     tag_specification: Option<Vec<TagSpecIn>>,
     client_token: Option<String>,
     user_data: Option<String>,
+    login_settings: Option<LoginSettingsIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LoginSettingsIn {
+    password: Option<String>,
+    key_ids: Option<Vec<String>>,
+}
+
+/// What the guest gets at boot: `UserData` (base64 of at most 16 KB) and the login password
+/// (Tencent's length and class rules). Key pairs do not exist in this release, so any
+/// `KeyIds` names a missing one.
+fn guest_input(user_data: Option<String>, login: Option<LoginSettingsIn>) -> Result<GuestInput, ApiError> {
+    check_user_data(user_data.as_deref())?;
+    let login = login.unwrap_or(LoginSettingsIn { password: None, key_ids: None });
+    if let Some(key) = login.key_ids.as_ref().and_then(|k| k.first()) {
+        return Err(ApiError::invalid_value(code::KEY_PAIR_NOT_FOUND, format!("The key pair `{key}` does not exist.")));
+    }
+    if let Some(pw) = &login.password {
+        if !imaged_domain::instance::password_is_valid(pw, false) {
+            return Err(ApiError::invalid_value(
+                code::INVALID_PASSWORD,
+                "A Linux password is 8 to 30 characters of at least two classes (lower case, upper case, digits, symbols).".into(),
+            ));
+        }
+    }
+    Ok(GuestInput { user_data, password: login.password })
 }
 
 /// `UserData` must be base64 of at most 16 KB.
@@ -180,7 +211,7 @@ fn check_user_data(data: Option<&str>) -> Result<(), ApiError> {
 
 pub(crate) async fn run_instances(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
     let req: RunInstancesRequest = parse(params)?;
-    check_user_data(req.user_data.as_deref())?;
+    let guest = guest_input(req.user_data, req.login_settings)?;
     let region = ctx.region()?;
     let count = req.instance_count.unwrap_or(1);
     if req.min_count.is_some_and(|m| m < 1 || m > count) {
@@ -200,6 +231,7 @@ pub(crate) async fn run_instances(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8
         tags: tags_of(req.tag_specification, "instance")?,
         dry_run: req.dry_run.unwrap_or(false),
         client_token: req.client_token,
+        guest,
     };
     let ids = ctx.service.run_instances(ctx.caller, region, request, ctx.request_id).await.map_err(instance_error)?;
     #[derive(Serialize)]
@@ -232,6 +264,38 @@ fn page(offset: Option<i64>, limit: Option<i64>) -> Result<Page, ApiError> {
 struct PlacementOut<'a> {
     zone: &'a str,
     project_id: i64,
+    host_id: &'a str,
+}
+
+/// `Metadata`: what imaged adds about the guest, as Tencent's custom metadata items.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MetadataOut {
+    items: Vec<MetadataItem>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MetadataItem {
+    key: &'static str,
+    value: String,
+}
+
+/// The guest's items: the hypervisor (or why there is none), the accelerator and process of a
+/// running guest, where its SSH port is forwarded, how it last ended unasked.
+fn metadata_of(view: GuestView) -> MetadataOut {
+    let mut items = vec![MetadataItem { key: "imaged:hypervisor", value: view.hypervisor }];
+    if let Some(live) = view.live {
+        items.push(MetadataItem { key: "imaged:accelerator", value: live.accel });
+        items.push(MetadataItem { key: "imaged:qemu-pid", value: live.pid.to_string() });
+        if let Some(addr) = live.login {
+            items.push(MetadataItem { key: "imaged:ssh-address", value: addr.to_string() });
+        }
+    }
+    if let Some(note) = view.note {
+        items.push(MetadataItem { key: "imaged:guest-note", value: note });
+    }
+    MetadataOut { items }
 }
 
 #[derive(Serialize)]
@@ -283,24 +347,7 @@ struct InstanceOut<'a> {
     private_ip_addresses: [(); 0],
     public_ip_addresses: [(); 0],
     tags: Vec<TagOut<'a>>,
-}
-
-/// CPU cores and memory (GiB) of an instance type such as `S5.MEDIUM4` (2 cores, 4 GiB).
-fn shape(instance_type: &str) -> (u32, u32) {
-    let size = instance_type.rsplit('.').next().unwrap_or("").to_ascii_uppercase();
-    let digits: String =
-        size.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
-    let word = &size[..size.len() - digits.len()];
-    let cpu = match word {
-        "SMALL" => 1,
-        "MEDIUM" => 2,
-        "LARGE" => 4,
-        w => w
-            .strip_suffix("XLARGE")
-            .and_then(|n| if n.is_empty() { Some(1) } else { n.parse::<u32>().ok() })
-            .map_or(2, |n| n * 4),
-    };
-    (cpu, digits.parse().unwrap_or(cpu * 2))
+    metadata: MetadataOut,
 }
 
 fn uuid_of(id: &str) -> String {
@@ -309,15 +356,15 @@ fn uuid_of(id: &str) -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-fn instance_out(i: &Instance) -> InstanceOut<'_> {
-    let (cpu, memory) = shape(&i.instance_type);
+fn instance_out<'a>(i: &'a Instance, host: &'a str, view: GuestView) -> InstanceOut<'a> {
+    let (cpu, memory) = imaged_domain::instance::shape(&i.instance_type);
     let windows = i.os_name.to_ascii_lowercase().contains("windows");
     InstanceOut {
         instance_id: i.id.as_str(),
         instance_name: &i.name,
         instance_type: &i.instance_type,
         instance_charge_type: "POSTPAID_BY_HOUR",
-        placement: PlacementOut { zone: &i.zone, project_id: 0 },
+        placement: PlacementOut { zone: &i.zone, project_id: 0, host_id: host },
         image_id: i.image_id.as_str(),
         os_name: &i.os_name,
         instance_state: i.state.as_str(),
@@ -347,6 +394,7 @@ fn instance_out(i: &Instance) -> InstanceOut<'_> {
         private_ip_addresses: [],
         public_ip_addresses: [],
         tags: i.tags.iter().map(|t| TagOut { key: &t.key, value: &t.value }).collect(),
+        metadata: metadata_of(view),
     }
 }
 
@@ -370,7 +418,9 @@ pub(crate) async fn describe_instances(ctx: &Ctx<'_>, params: Value) -> Result<V
         total_count: u64,
         instance_set: Vec<InstanceOut<'a>>,
     }
-    to_json(&Out { total_count: total, instance_set: set.iter().map(instance_out).collect() })
+    let host = ctx.service.host_name();
+    let instance_set = set.iter().map(|i| instance_out(i, host, ctx.service.guest_view(i))).collect();
+    to_json(&Out { total_count: total, instance_set })
 }
 
 pub(crate) async fn describe_instances_status(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
@@ -401,6 +451,7 @@ pub(crate) async fn describe_instances_status(ctx: &Ctx<'_>, params: Value) -> R
 #[serde(rename_all = "PascalCase")]
 struct InstanceIdsRequest {
     instance_ids: Vec<String>,
+    stop_type: Option<String>,
 }
 
 /// Start, stop, reboot or terminate: the answer carries only the RequestId.
@@ -409,8 +460,16 @@ pub(crate) async fn operate(ctx: &Ctx<'_>, params: Value, op: InstanceOp) -> Res
     if req.instance_ids.is_empty() {
         return Err(ApiError::missing("InstanceIds"));
     }
+    if let Some(t) = &req.stop_type {
+        if !["SOFT", "HARD", "SOFT_FIRST"].contains(&t.as_str()) {
+            return Err(ApiError::invalid_value(
+                code::INVALID_STOP_TYPE,
+                format!("StopType must be SOFT, HARD or SOFT_FIRST, not `{t}`."),
+            ));
+        }
+    }
     ctx.service
-        .operate_instances(ctx.caller, ctx.region()?, &req.instance_ids, op, ctx.request_id)
+        .operate_instances(ctx.caller, ctx.region()?, &req.instance_ids, op, req.stop_type.as_deref(), ctx.request_id)
         .await
         .map_err(instance_error)?;
     Ok(b"{}".to_vec())
@@ -422,13 +481,19 @@ struct ResetInstanceRequest {
     instance_id: String,
     image_id: Option<String>,
     user_data: Option<String>,
+    login_settings: Option<LoginSettingsIn>,
 }
 
 pub(crate) async fn reset_instance(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
     let req: ResetInstanceRequest = parse(params)?;
-    check_user_data(req.user_data.as_deref())?;
+    // A reinstall given neither keeps what the guest had.
+    let guest = if req.user_data.is_some() || req.login_settings.is_some() {
+        Some(guest_input(req.user_data, req.login_settings)?)
+    } else {
+        None
+    };
     ctx.service
-        .reset_instance(ctx.caller, ctx.region()?, &req.instance_id, req.image_id.as_deref(), ctx.request_id)
+        .reset_instance(ctx.caller, ctx.region()?, &req.instance_id, req.image_id.as_deref(), guest, ctx.request_id)
         .await
         .map_err(instance_error)?;
     Ok(b"{}".to_vec())
@@ -589,18 +654,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn instance_types_give_cores_and_memory() {
-        assert_eq!(shape("S5.MEDIUM4"), (2, 4));
-        assert_eq!(shape("S5.SMALL1"), (1, 1));
-        assert_eq!(shape("S5.LARGE8"), (4, 8));
-        assert_eq!(shape("S5.2XLARGE16"), (8, 16));
-        assert_eq!(shape("weird"), (2, 4));
-    }
-
-    #[test]
     fn uuids_are_stable_per_instance() {
         assert_eq!(uuid_of("ins-abcdefgh"), uuid_of("ins-abcdefgh"));
         assert_ne!(uuid_of("ins-abcdefgh"), uuid_of("ins-abcdefgi"));
         assert_eq!(uuid_of("ins-abcdefgh").len(), 36);
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConsoleRequest {
+    instance_id: String,
+}
+
+/// `DescribeInstanceConsoleOutput` (extension `imaged`): the serial console of the instance's
+/// current boot, its last 64 KiB as text, so that a user sees a boot fail.
+pub(crate) async fn describe_instance_console_output(ctx: &Ctx<'_>, params: Value) -> Result<Vec<u8>, ApiError> {
+    let req: ConsoleRequest = parse(params)?;
+    let (bytes, truncated) =
+        ctx.service.console_output(ctx.caller, ctx.region()?, &req.instance_id).await.map_err(instance_error)?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Out<'a> {
+        instance_id: &'a str,
+        output: String,
+        truncated: bool,
+        hypervisor: String,
+    }
+    to_json(&Out {
+        instance_id: &req.instance_id,
+        output: String::from_utf8_lossy(&bytes).into_owned(),
+        truncated,
+        hypervisor: ctx.service.hypervisor().describe(),
+    })
 }

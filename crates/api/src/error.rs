@@ -52,6 +52,12 @@ pub mod code {
     pub const STORAGE_QUOTA_EXCEEDED: &str = "LimitExceeded.StorageQuota";
     /// `UserData` is not base64 of at most 16 KB.
     pub const INVALID_USER_DATA_FORMAT: &str = "InvalidParameterValue.InvalidUserDataFormat";
+    /// `LoginSettings.Password` breaks the length or character-class rules.
+    pub const INVALID_PASSWORD: &str = "InvalidParameterValue.InvalidPassword";
+    /// `LoginSettings.KeyIds` names a key pair that does not exist.
+    pub const KEY_PAIR_NOT_FOUND: &str = "InvalidParameterValue.KeyPairNotFound";
+    /// `StopType` is not SOFT, HARD or SOFT_FIRST.
+    pub const INVALID_STOP_TYPE: &str = "InvalidParameterValue";
     /// `Limit` out of range.
     pub const INVALID_PARAMETER_VALUE_LIMIT: &str = "InvalidParameterValue.InvalidParameterValueLimit";
     /// Malformed image id.
@@ -259,6 +265,8 @@ pub mod code {
         INVALID_FILTER_VALUE_LIMIT_EXCEEDED,
         INVALID_PARAMETER_VALUE_LIMIT_EXCEEDED,
         INVALID_USER_DATA_FORMAT,
+        INVALID_PASSWORD,
+        KEY_PAIR_NOT_FOUND,
         STORAGE_QUOTA_EXCEEDED,
         INVALID_PARAMETER_VALUE_LIMIT,
         INVALID_IMAGE_ID_MALFORMED,

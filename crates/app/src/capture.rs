@@ -208,7 +208,27 @@ impl Service {
                 base_manifest: Arc::clone(&base.manifest),
                 base_present,
             };
-            let (manifest, stats) = self.ingest_into(source, &region, progress).await?;
+            // The capture never reads a disk a running guest is writing: with ForcePoweroff the
+            // guest is powered off first (ACPI, then off after the deadline); without it, it is
+            // asked to flush (SysRq `s`) and paused, QEMU completing its writes, until the read
+            // is done.
+            let paused = if params.force_poweroff {
+                self.halt_guest(&instance.id, true).await.map_err(JobFailure::retry)?;
+                false
+            } else {
+                let hv = self.hypervisor();
+                if let Err(e) = hv.flush(&instance.id).await {
+                    tracing::warn!(instance = %instance.id, "asking the guest to flush: {e}");
+                }
+                hv.pause(&instance.id).await.map_err(JobFailure::retry)?
+            };
+            let ingested = self.ingest_into(source, &region, progress).await;
+            if paused {
+                if let Err(e) = self.hypervisor().resume(&instance.id).await {
+                    tracing::warn!(instance = %instance.id, "resuming the guest after its capture: {e}");
+                }
+            }
+            let (manifest, stats) = ingested?;
             image.size_gib = manifest.virtual_size.div_ceil(1 << 30);
             let format = imaged_diskfmt::Format::Qcow2;
             self.finish_import(&mut image, manifest, format, &store).await?;

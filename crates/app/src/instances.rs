@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use imaged_chunkstore::{Digest, Manifest};
 use imaged_domain::instance::{
-    batch_names, check_client_token, check_instance_count, check_operation, check_system_disk, final_state, Instance,
-    InstanceOp, InstanceQuery, InstanceRuleError, InstanceState, DEFAULT_INSTANCE_TYPE, MAX_BATCH_IDS,
+    batch_names, check_client_token, check_instance_count, check_operation, check_system_disk, final_state, Guest,
+    Instance, InstanceOp, InstanceQuery, InstanceRuleError, InstanceState, DEFAULT_INSTANCE_TYPE, MAX_BATCH_IDS,
 };
 use imaged_domain::query::Page;
 use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId, Region, Tag};
@@ -91,6 +91,18 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// `ClientToken`: the same token again returns the instances its first call launched.
     pub client_token: Option<String>,
+    /// What the guests get at boot.
+    pub guest: GuestInput,
+}
+
+/// What a launch or a reinstall gives the guest: `UserData` (base64) and
+/// `LoginSettings.Password`.
+#[derive(Debug, Clone, Default)]
+pub struct GuestInput {
+    /// `UserData`, base64 (checked by the API).
+    pub user_data: Option<String>,
+    /// The root password (checked by the API).
+    pub password: Option<String>,
 }
 
 /// A content-keyed base on this host.
@@ -105,7 +117,7 @@ pub struct Base {
 }
 
 /// The parameters of an instance job (`launch` and `instance`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct InstanceJob {
     /// The operation.
     pub(crate) op: String,
@@ -113,6 +125,17 @@ pub(crate) struct InstanceJob {
     pub(crate) instances: Vec<InstanceId>,
     /// The image (launch, reset).
     pub(crate) image: Option<ImageId>,
+    /// `StopType` of a stop or reboot: `SOFT` (the default), `SOFT_FIRST` or `HARD`.
+    #[serde(default)]
+    pub(crate) stop_type: Option<String>,
+}
+
+impl InstanceJob {
+    /// Whether the guest is asked to power off first (SOFT and SOFT_FIRST: the ACPI button,
+    /// then off after the deadline).
+    fn soft(&self) -> bool {
+        !self.stop_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("HARD"))
+    }
 }
 
 fn parse_ids(ids: &[String]) -> Result<Vec<InstanceId>, InstanceError> {
@@ -270,6 +293,7 @@ impl Service {
         let mut instances = Vec::with_capacity(names.len());
         for name in names {
             let id = InstanceId::from_random(crate::secrets::random_bytes().map_err(AppError::from)?);
+            let guest = self.guest_of(&id, &req.guest)?;
             let mut instance = Instance {
                 host_name: req.host_name.clone().unwrap_or_else(|| id.to_string()),
                 id,
@@ -291,13 +315,28 @@ impl Service {
                 disk_base: None,
                 market_mark: image.market_mark.clone(),
                 windows: image.platform.eq_ignore_ascii_case("Windows"),
+                guest,
             };
             instance.begin(InstanceOp::Run, request_id);
             instances.push(instance);
         }
         let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
-        let params = InstanceJob { op: InstanceOp::Run.as_str().into(), instances: ids, image: Some(image.id.clone()) };
+        let params = InstanceJob {
+            op: InstanceOp::Run.as_str().into(),
+            instances: ids,
+            image: Some(image.id.clone()),
+            ..Default::default()
+        };
         Ok((instances, params))
+    }
+
+    /// The guest settings of instance `id` from `input`, the password sealed.
+    pub(crate) fn guest_of(&self, id: &InstanceId, input: &GuestInput) -> Result<Guest, InstanceError> {
+        let password_sealed = match &input.password {
+            Some(pw) => Some(hex::encode(self.master_key().seal(id.as_str(), pw).map_err(AppError::from)?)),
+            None => None,
+        };
+        Ok(Guest { user_data: input.user_data.clone(), password_sealed, note: None })
     }
 
     async fn launched_with(&self, caller: AccountId, token: &str) -> Result<Vec<InstanceId>, InstanceError> {
@@ -352,6 +391,7 @@ impl Service {
         region: &Region,
         ids: &[String],
         op: InstanceOp,
+        stop_type: Option<&str>,
         request_id: &str,
     ) -> Result<(), InstanceError> {
         let parsed = parse_ids(ids)?;
@@ -365,7 +405,12 @@ impl Service {
             instance.begin(op, request_id);
             instances.push(instance);
         }
-        let params = InstanceJob { op: op.as_str().into(), instances: parsed, image: None };
+        let params = InstanceJob {
+            op: op.as_str().into(),
+            instances: parsed,
+            image: None,
+            stop_type: stop_type.map(str::to_owned),
+        };
         self.begin(region, caller, &instances, &params).await
     }
 
@@ -395,9 +440,13 @@ impl Service {
         region: &Region,
         id: &str,
         image_id: Option<&str>,
+        guest: Option<GuestInput>,
         request_id: &str,
     ) -> Result<(), InstanceError> {
-        let instance = self.own_instance(caller, region, id).await?;
+        let mut instance = self.own_instance(caller, region, id).await?;
+        if let Some(input) = guest {
+            instance.guest = self.guest_of(&instance.id, &input)?;
+        }
         let current = instance.image_id.to_string();
         let image = self.launchable_image(caller, region, image_id.unwrap_or(&current)).await?;
         let (instance, params) = reinstall(instance, &image, request_id)?;
@@ -421,9 +470,18 @@ impl Service {
             }
             match &base {
                 Some(base) => {
-                    self.make_system_disk(&mut instance, base).await?;
-                    instance.end(InstanceState::Running, None);
-                    launched += 1;
+                    let dir = self.instance_dir(&instance.id);
+                    // A re-run after a crash finds its guest running from the disk it made.
+                    if !self.hypervisor().adopt(&instance.id, &dir).await {
+                        self.make_system_disk(&mut instance, base).await?;
+                    }
+                    match self.boot_guest(&mut instance).await {
+                        Ok(()) => {
+                            instance.end(InstanceState::Running, None);
+                            launched += 1;
+                        }
+                        Err(e) => instance.end(InstanceState::LaunchFailed, Some(e)),
+                    }
                 }
                 None => instance.end(InstanceState::LaunchFailed, Some(format!("the image {image} has no bytes"))),
             }
@@ -442,7 +500,18 @@ impl Service {
                 continue; // finished before a crash
             }
             match op {
+                InstanceOp::Stop => {
+                    self.halt_guest(id, params.soft()).await.map_err(JobFailure::retry)?;
+                }
+                InstanceOp::Start => {
+                    self.boot_guest(&mut instance).await.map_err(JobFailure::retry)?;
+                }
+                InstanceOp::Reboot => {
+                    self.halt_guest(id, params.soft()).await.map_err(JobFailure::retry)?;
+                    self.boot_guest(&mut instance).await.map_err(JobFailure::retry)?;
+                }
                 InstanceOp::Terminate => {
+                    self.halt_guest(id, false).await.map_err(JobFailure::retry)?;
                     let dir = self.instance_disk_path(id).parent().map(PathBuf::from).unwrap_or_default();
                     if let Err(e) = std::fs::remove_dir_all(&dir) {
                         if e.kind() != std::io::ErrorKind::NotFound {
@@ -462,13 +531,16 @@ impl Service {
                         .map_err(JobFailure::retry)?
                         .ok_or_else(|| JobFailure::permanent(format!("the image {image_id} was deleted")))?;
                     let base = self.base_of(&image_id).await?;
+                    // The reinstall wipes the disk: the guest is switched off first.
+                    self.halt_guest(id, false).await.map_err(JobFailure::retry)?;
                     self.make_system_disk(&mut instance, &base).await?;
                     instance.image_id = image_id;
                     instance.os_name = image.os_name;
                     instance.market_mark = image.market_mark;
                     instance.windows = image.platform.eq_ignore_ascii_case("Windows");
+                    self.boot_guest(&mut instance).await.map_err(JobFailure::retry)?;
                 }
-                _ => {}
+                InstanceOp::Run | InstanceOp::CreateImage => {}
             }
             let prior = instance.state;
             instance.end(final_state(op, prior), None);
@@ -538,6 +610,7 @@ pub(crate) fn reinstall(
         op: InstanceOp::Reset.as_str().into(),
         instances: vec![instance.id.clone()],
         image: Some(image.id.clone()),
+        ..Default::default()
     };
     Ok((instance, params))
 }
@@ -555,7 +628,7 @@ pub(crate) fn operation(
         begun.push(instance);
     }
     let ids = begun.iter().map(|i| i.id.clone()).collect();
-    Ok((begun, InstanceJob { op: op.as_str().into(), instances: ids, image: None }))
+    Ok((begun, InstanceJob { op: op.as_str().into(), instances: ids, ..Default::default() }))
 }
 
 pub(crate) fn job_params(job: &JobRecord) -> Result<InstanceJob, JobFailure> {

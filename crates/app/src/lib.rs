@@ -38,6 +38,7 @@ pub mod demo;
 pub mod disk;
 pub mod egress;
 pub mod exports;
+pub mod guests;
 mod http;
 pub mod images;
 pub mod imports;
@@ -57,6 +58,7 @@ pub mod sharing;
 pub mod sync;
 pub mod tke;
 pub mod uploads;
+pub mod vm;
 
 pub use secrets::{MasterKey, SecretsError};
 pub use service::{AppError, Credentials, ImageListing, KeyInfo, Principal, Service};

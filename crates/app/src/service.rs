@@ -129,6 +129,7 @@ pub struct Service {
     replay: Arc<ReplayCache>,
     clock: Arc<dyn Clock>,
     prices: Arc<PriceTable>,
+    pub(crate) guests: crate::guests::Guests,
 }
 
 /// The host's current time.
@@ -161,6 +162,7 @@ impl Service {
             worker_id: worker_id.into(),
             clock: Arc::new(SystemClock),
             prices: Arc::new(PriceTable::default()),
+            guests: crate::guests::Guests::default(),
         }
     }
 
@@ -183,6 +185,10 @@ impl Service {
     /// Now, by the service's clock (the rules about time read this).
     pub fn clock_now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.master_key
     }
 
     /// The data plane's configuration (block stores, uploads, buckets).

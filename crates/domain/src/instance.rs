@@ -130,6 +130,24 @@ pub struct Instance {
     /// Whether it runs Windows (a licence is metered outside mainland China).
     #[serde(default)]
     pub windows: bool,
+    /// What its guest is given at boot, and how it last ended on its own.
+    #[serde(default)]
+    pub guest: Guest,
+}
+
+/// What an instance's guest is given at boot (its NoCloud seed) and what it last did unasked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Guest {
+    /// `UserData`, base64 as given.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// The login password, sealed by the service (hex); never stored in clear.
+    #[serde(default)]
+    pub password_sealed: Option<String>,
+    /// How the guest's process last ended when nobody asked it to (powered itself off,
+    /// crashed, not running after a restart of the host's server).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl Instance {
@@ -252,6 +270,44 @@ pub fn user_data_is_valid(data: &str) -> bool {
         && data.len().is_multiple_of(4)
         && data.len() - body.len() <= 2
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// CPU cores and memory (GiB) of an instance type such as `S5.MEDIUM4` (2 cores, 4 GiB).
+pub fn shape(instance_type: &str) -> (u32, u32) {
+    let size = instance_type.rsplit('.').next().unwrap_or("").to_ascii_uppercase();
+    let digits: String =
+        size.chars().rev().take_while(char::is_ascii_digit).collect::<Vec<_>>().into_iter().rev().collect();
+    let word = &size[..size.len() - digits.len()];
+    let cpu = match word {
+        "SMALL" => 1,
+        "MEDIUM" => 2,
+        "LARGE" => 4,
+        w => w
+            .strip_suffix("XLARGE")
+            .and_then(|n| if n.is_empty() { Some(1) } else { n.parse::<u32>().ok() })
+            .map_or(2, |n| n * 4),
+    };
+    (cpu, digits.parse().unwrap_or(cpu * 2))
+}
+
+/// Checks a `LoginSettings.Password`, as Tencent does: Linux 8–30 characters of at least two
+/// classes (lower case, upper case, digits, the symbols ``()`~!@#$%^&*-+=_|{}[]:;'<>,.?/``),
+/// Windows 12–30 of at least three.
+pub fn password_is_valid(password: &str, windows: bool) -> bool {
+    const SYMBOLS: &str = "()`~!@#$%^&*-+=_|{}[]:;'<>,.?/";
+    let (min, classes) = if windows { (12, 3) } else { (8, 2) };
+    let len = password.chars().count();
+    let allowed = password.chars().all(|c| c.is_ascii_alphanumeric() || SYMBOLS.contains(c));
+    let found = [
+        password.chars().any(|c| c.is_ascii_lowercase()),
+        password.chars().any(|c| c.is_ascii_uppercase()),
+        password.chars().any(|c| c.is_ascii_digit()),
+        password.chars().any(|c| SYMBOLS.contains(c)),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    allowed && (min..=30).contains(&len) && found >= classes
 }
 
 /// Checks a `ClientToken`: 1 to 64 printable ASCII characters.
@@ -400,6 +456,27 @@ fn filter_matches(i: &Instance, name: &str, value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::shape;
+
+    #[test]
+    fn instance_types_give_cores_and_memory() {
+        assert_eq!(shape("S5.MEDIUM4"), (2, 4));
+        assert_eq!(shape("S5.SMALL1"), (1, 1));
+        assert_eq!(shape("S5.LARGE8"), (4, 8));
+        assert_eq!(shape("S5.2XLARGE16"), (8, 16));
+        assert_eq!(shape("weird"), (2, 4));
+    }
+
+    #[test]
+    fn passwords_follow_tencents_length_and_class_rules() {
+        assert!(password_is_valid("abcd1234", false));
+        assert!(!password_is_valid("abcdefgh", false), "one class");
+        assert!(!password_is_valid("abc123", false), "too short");
+        assert!(!password_is_valid(&"a1".repeat(16), false), "too long");
+        assert!(!password_is_valid("abcd 1234", false), "a space is not allowed");
+        assert!(!password_is_valid("abcd1234efgh", true), "Windows needs three classes");
+        assert!(password_is_valid("Abcd1234efgh", true));
+    }
 
     #[test]
     fn user_data_is_base64_of_at_most_16_kb() {
@@ -437,6 +514,7 @@ mod tests {
             disk_base: None,
             market_mark: None,
             windows: false,
+            guest: Guest::default(),
         }
     }
 

@@ -85,3 +85,35 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
         None => service,
     })
 }
+
+/// The hypervisor `cfg` asks for: QEMU when it runs here (or is required), else disk only,
+/// with the reason.
+pub fn hypervisor(cfg: &config::VmConfig) -> anyhow::Result<std::sync::Arc<dyn imaged_app::vm::Hypervisor>> {
+    use imaged_app::vm::qemu::{Accel, Qemu, QemuConfig};
+    use imaged_app::vm::DiskOnly;
+    let mode = cfg.hypervisor.as_deref().unwrap_or("auto");
+    if mode == "none" {
+        return Ok(std::sync::Arc::new(DiskOnly { reason: "disabled by configuration".into() }));
+    }
+    if mode != "auto" && mode != "qemu" {
+        anyhow::bail!("[vm] hypervisor must be auto, qemu or none, not `{mode}`");
+    }
+    let accel = match cfg.accel.as_deref().unwrap_or("auto") {
+        "auto" => Accel::Auto,
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        other => anyhow::bail!("[vm] accel must be auto, kvm or tcg, not `{other}`"),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1));
+    let qemu = QemuConfig {
+        binary: cfg.qemu.clone().unwrap_or_else(|| "qemu-system-x86_64".into()),
+        accel,
+        max_vcpus: cfg.max_vcpus.unwrap_or(cores).max(1),
+        max_memory_mib: cfg.max_memory_mib.unwrap_or(4096).max(64),
+    };
+    match Qemu::detect(qemu) {
+        Ok(q) => Ok(std::sync::Arc::new(q)),
+        Err(e) if mode == "auto" => Ok(std::sync::Arc::new(DiskOnly { reason: e })),
+        Err(e) => anyhow::bail!("[vm] hypervisor = qemu, but {e}"),
+    }
+}

@@ -10,7 +10,9 @@ use imaged::open_service;
 use imaged_domain::AccountId;
 use imaged_metastore::Role;
 
+mod instance_cli;
 mod market_cli;
+mod tiny_image;
 mod tke_cli;
 
 /// imaged: a self-hosted cloud image service with a Tencent Cloud compatible API.
@@ -82,7 +84,7 @@ enum Command {
     },
     /// Instances' disks (operator).
     #[command(subcommand)]
-    Instance(InstanceCommand),
+    Instance(instance_cli::InstanceCommand),
     /// Delete stored blocks no image references any more, and instance bases no instance uses
     /// (operator); prints {"regions": [{"region", "deleted_blocks"}], "bases": {…}}.
     Gc {
@@ -94,7 +96,7 @@ enum Command {
     },
     /// Manage the public image catalogue (operator).
     #[command(subcommand)]
-    PublicImage(PublicImageCommand),
+    PublicImage(instance_cli::PublicImageCommand),
     /// Inspect a local disk image safely (like `qemu-img info`, without running qemu).
     Inspect {
         /// The file.
@@ -261,47 +263,6 @@ enum AccountCommand {
 }
 
 #[derive(Subcommand)]
-enum InstanceCommand {
-    /// Print an instance's system disk as {"path", "format"}, for attaching it to QEMU or
-    /// libvirt (a qcow2 overlay on a read-only base; never write the base).
-    Disk {
-        /// The instance id (ins-…).
-        instance_id: String,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
-enum PublicImageCommand {
-    /// Add a real disk image as a public image, offered in every region; prints {"ImageId"}.
-    Add {
-        /// The disk image (raw, qcow2, vmdk, vhd, vhdx or iso).
-        file: PathBuf,
-        /// Image name.
-        #[arg(long)]
-        name: String,
-        /// Display OS name, e.g. "Debian 12.5 64bit".
-        #[arg(long)]
-        os_name: String,
-        /// OS family, e.g. Debian, CentOS, Windows.
-        #[arg(long)]
-        platform: String,
-        /// x86_64, arm or i386.
-        #[arg(long, default_value = "x86_64")]
-        arch: String,
-        /// Description.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// The file's format, checked against its bytes.
-        #[arg(long)]
-        format: Option<String>,
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
-#[derive(Subcommand)]
 enum KeyCommand {
     /// Create another API key for an account; prints the credentials once.
     Create {
@@ -425,12 +386,15 @@ fn listener_limits(cfg: &Config, open_files: u64) -> imaged_api::ListenerLimits 
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let open_files = raise_open_file_limit();
-    let service = open_service(&cfg).await?;
+    let soft_stop = std::time::Duration::from_secs(cfg.vm.soft_stop_secs.unwrap_or(60).max(1));
+    let service = open_service(&cfg).await?.with_hypervisor(imaged::hypervisor(&cfg.vm)?, soft_stop);
+    println!("guests: {}", service.hypervisor().describe());
     if let Some(creds) = service.bootstrap(&cfg.data_dir).await? {
         println!("Created the administrator account. Its API key is shown only this once");
         println!("(also written to {}):", cfg.data_dir.join(imaged_app::service::CREDENTIALS_FILE).display());
         println!("{}", serde_json::to_string_pretty(&creds)?);
     }
+    service.spawn_guest_watch().await;
     service.spawn_job_workers(cfg.workers);
     let replay = service.clone();
     tokio::spawn(async move {
@@ -560,11 +524,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Instance(InstanceCommand::Disk { instance_id, common }) => {
-            let svc = open_service(&load(&common, None)?).await?;
-            let (path, format) = svc.instance_disk(&instance_id).await?;
-            print_json(&serde_json::json!({ "path": path, "format": format }))
-        }
+        Command::Instance(cmd) => instance_cli::instance(cmd).await,
         Command::Gc { grace_secs, common } => {
             let svc = open_service(&load(&common, None)?).await?;
             let grace = std::time::Duration::from_secs(grace_secs);
@@ -575,27 +535,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let bases = svc.collect_bases(grace).await?;
             print_json(&serde_json::json!({ "regions": regions, "bases": bases }))
         }
-        Command::PublicImage(PublicImageCommand::Add {
-            file,
-            name,
-            os_name,
-            platform,
-            arch,
-            description,
-            format,
-            common,
-        }) => {
-            let svc = open_service(&load(&common, None)?).await?;
-            let architecture =
-                imaged_domain::Architecture::parse(&arch).with_context(|| format!("unknown architecture `{arch}`"))?;
-            let declared = format
-                .map(|f| imaged_diskfmt::Format::parse(&f).with_context(|| format!("unknown format `{f}`")))
-                .transpose()?;
-            let spec =
-                imaged_app::demo::PublicImageSpec { name, os_name, platform, architecture, description, declared };
-            let id = svc.add_public_image(&file, spec).await.map_err(|e| anyhow::anyhow!(e))?;
-            print_json(&serde_json::json!({"ImageId": id.to_string()}))
-        }
+        Command::PublicImage(cmd) => instance_cli::public_image(cmd).await,
         Command::Inspect { file, declared, output } => {
             if !inspect_file(&file, declared.as_deref(), &output)? {
                 std::process::exit(1);

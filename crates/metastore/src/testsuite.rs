@@ -260,6 +260,7 @@ pub fn instance(owner: AccountId, region: &str, image: &ImageId, seed: u8, creat
         disk_base: None,
         market_mark: None,
         windows: false,
+        guest: Default::default(),
     }
 }
 

@@ -125,6 +125,11 @@ impl Server {
         Self::start_full(backend, test, config, wrapper, &[])
     }
 
+    /// As [`Server::start`], with config-file text and extra environment.
+    pub fn start_config_env(backend: Backend, test: &str, config: &str, extra: &[(&str, &str)]) -> Option<Server> {
+        Self::start_full(backend, test, config, &[], extra)
+    }
+
     /// As [`Server::start`], with extra environment for the server and the operator commands.
     pub fn start_env(backend: Backend, test: &str, extra: &[(&str, &str)]) -> Option<Server> {
         Self::start_full(backend, test, "", &[], extra)
@@ -138,7 +143,8 @@ impl Server {
         extra: &[(&str, &str)],
     ) -> Option<Server> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut env = vec![("IMAGED_LOG".to_owned(), "warn".to_owned())];
+        // Guests run only in the tests that ask for them (`IMAGED_HYPERVISOR=qemu`).
+        let mut env = vec![("IMAGED_LOG".to_owned(), "warn".to_owned()), ("IMAGED_HYPERVISOR".into(), "none".into())];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         if backend == Backend::Postgres {
             env.push(("IMAGED_DATABASE_URL".into(), pg_url(test)?));
@@ -178,8 +184,19 @@ impl Server {
     /// Stops the server and starts it again on the same data; returns what it printed before
     /// it listened.
     pub fn restart(&mut self) -> Vec<String> {
+        self.kill();
+        self.start_again()
+    }
+
+    /// Kills the server with SIGKILL (its guests keep running).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the killed server again on the same data; returns what it printed before it
+    /// listened.
+    pub fn start_again(&mut self) -> Vec<String> {
         let (child, addr, banner) = spawn(self.dir.path(), &self.env, &self.wrapper);
         self.child = child;
         self.addr = addr;
@@ -315,7 +332,27 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Guests outlive their server (a restarted one adopts them): end this one's.
+        for pid in guest_pids(self.dir.path()) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
+}
+
+/// The QEMU processes running guests of the data directory `dir` (they hold their instances'
+/// disks open).
+pub fn guest_pids(dir: &Path) -> Vec<u32> {
+    let Ok(root) = std::fs::canonicalize(dir.join("instances")) else { return Vec::new() };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let holds_a_disk = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .is_ok_and(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&root))))
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| holds_a_disk(*pid))
+        .collect()
 }
 
 pub fn now() -> i64 {
