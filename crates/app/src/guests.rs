@@ -122,10 +122,32 @@ impl Service {
         .map_err(|e| format!("building the NoCloud seed: {e}"))?;
         crate::secrets::write_private_file(&dir.join("seed.img"), &image).map_err(|e| format!("seed.img: {e}"))?;
         let (cpu, memory_gib) = shape(&instance.instance_type);
-        let spec = VmSpec { id: instance.id.clone(), dir, vcpus: cpu, memory_mib: memory_gib.saturating_mul(1024) };
+        let console_note =
+            self.boot_sector(instance).and_then(|s| crate::vm::boot_sector_problem(&s)).map(str::to_owned);
+        let memory_mib = memory_gib.saturating_mul(1024);
+        let spec = VmSpec { id: instance.id.clone(), dir, vcpus: cpu, memory_mib, console_note };
         hv.start(&spec).await?;
         instance.guest.note = None;
         Ok(())
+    }
+
+    /// The first sector of `instance`'s disk as the guest sees it: from the overlay where the
+    /// guest wrote it, else from the base (None when it cannot be read).
+    fn boot_sector(&self, instance: &Instance) -> Option<Vec<u8>> {
+        use imaged_diskfmt::{ExtentKind, Qcow2Reader, ReadAt};
+        let top = std::fs::File::open(self.instance_disk_path(&instance.id)).ok()?;
+        let reader = Qcow2Reader::open_overlay(&top).ok()?;
+        let mut sector = vec![0u8; 512.min(usize::try_from(reader.virtual_size()).unwrap_or(512))];
+        let extents = reader.map(0, sector.len() as u64).ok()?;
+        if extents.iter().all(|e| e.kind != ExtentKind::Backing) {
+            reader.read_at(0, &mut sector).ok()?;
+        } else {
+            let base = self.bases_dir().join(format!("{}.raw", instance.disk_base.as_deref()?));
+            let base = std::fs::File::open(base).ok()?;
+            let n = base.size().ok()?.min(sector.len() as u64) as usize;
+            base.read_at(0, &mut sector[..n]).ok()?;
+        }
+        Some(sector)
     }
 
     /// Stops `id`'s guest: softly (ACPI, then off after the deadline) or at once.

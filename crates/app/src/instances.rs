@@ -146,7 +146,7 @@ fn parse_ids(ids: &[String]) -> Result<Vec<InstanceId>, InstanceError> {
 }
 
 impl Service {
-    fn bases_dir(&self) -> PathBuf {
+    pub(crate) fn bases_dir(&self) -> PathBuf {
         self.data().data_dir.join("bases")
     }
 

@@ -26,9 +26,15 @@ pub struct Client {
     region: String,
     /// Whether uploads try block references first (default: unless the endpoint is loopback).
     upload_refs: bool,
-    /// A kept-alive connection, reused by sequential requests.
-    conn: std::sync::Arc<tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>>,
+    /// A kept-alive connection, reused by sequential requests, and when it was last used.
+    conn: std::sync::Arc<tokio::sync::Mutex<Option<(Sender, Instant)>>>,
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A kept-alive connection idle longer than this is not reused: the server closes idle ones
+/// (its header-read timeout, 10 s by default), and a request sent as it does so is lost.
+const REUSE_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
 
 fn now() -> i64 {
     imaged_app::service::now().0
@@ -75,9 +81,11 @@ impl Client {
 
     async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let mut cached = self.conn.lock().await;
-        if let Some(sender) = cached.as_mut() {
-            if sender.ready().await.is_ok() {
-                return Ok(sender.send_request(req).await?);
+        if let Some((sender, used)) = cached.as_mut() {
+            if used.elapsed() < REUSE_IDLE && sender.ready().await.is_ok() {
+                let resp = sender.send_request(req).await?;
+                *used = Instant::now();
+                return Ok(resp);
             }
         }
         let stream =
@@ -88,7 +96,7 @@ impl Client {
             let _ = conn.await;
         });
         let resp = sender.send_request(req).await?;
-        *cached = Some(sender);
+        *cached = Some((sender, Instant::now()));
         Ok(resp)
     }
 

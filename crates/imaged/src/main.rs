@@ -10,6 +10,8 @@ use imaged::open_service;
 use imaged_domain::AccountId;
 use imaged_metastore::Role;
 
+mod bootdisk;
+mod debian_image;
 mod instance_cli;
 mod market_cli;
 mod tiny_image;

@@ -6,7 +6,7 @@
 //!
 //! The guest's init reads a NoCloud seed as cloud-init does (a FAT disk labelled `cidata`
 //! holding `meta-data`, `user-data` and `vendor-data`): it takes the host name from
-//! `local-hostname`, the root password from the vendor data's `password:`, runs `user-data`
+//! `local-hostname`, root's password from the vendor data's `chpasswd` users, runs `user-data`
 //! when it is a script (`#!…`), writes `imaged-tiny:` lines on the serial console, powers off
 //! cleanly on the ACPI power button (busybox `acpid`), and offers a login prompt on the serial
 //! console. Busybox `init` runs it all; `poweroff` inside the guest ends every process, syncs
@@ -88,7 +88,9 @@ if [ -f /run/seed/meta-data ]; then
 fi
 hostname -F /etc/hostname
 if [ -f /run/seed/vendor-data ]; then
-  pw=$(sed -n 's/^password: *//p' /run/seed/vendor-data)
+  # root's password, a YAML plain or double-quoted scalar.
+  pw=$(sed -n 's/^      password: *//p' /run/seed/vendor-data | head -n 1 |
+       sed -e 's/^"\(.*\)"$/\1/' -e 's/\\"/"/g' -e 's/\\\\/\\/g')
   if [ -n "$pw" ]; then
     hash=$(mkpasswd -m sha512 "$pw")
     sed -i "s|^root:[^:]*:|root:$hash:|" /etc/shadow
@@ -138,7 +140,7 @@ menuentry "imaged-tiny" {
 "##;
 
 /// Runs `cmd`, failing with its stderr when it fails.
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -308,55 +310,7 @@ pub(crate) fn build(out: &Path, work: &Path, debs: Option<&Path>) -> anyhow::Res
     std::fs::write(root.join("boot/initrd.img"), initrd)?;
     std::fs::write(root.join("boot/grub/grub.cfg"), GRUB_CFG)?;
 
-    // The disk: MBR, one bootable partition from 1 MiB, ext4 filled from the root directory.
-    let tmp = out.with_extension("partial");
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::File::create(&tmp)?.set_len(64 << 20)?;
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk.arg("-q").arg(&tmp).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
-    let mut child = sfdisk.spawn().context("running sfdisk (package fdisk)")?;
-    {
-        use std::io::Write;
-        child.stdin.take().context("sfdisk stdin")?.write_all(b"label: dos\n2048,,L,*\n")?;
-    }
-    if !child.wait()?.success() {
-        bail!("sfdisk failed");
-    }
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "imaged-root", "-d"])
-        .arg(&root)
-        .args(["-E", "offset=1048576"])
-        .arg(&tmp)
-        .arg("63M"))?;
-    let core = work.join("core.img");
-    run(Command::new("grub-mkimage").args(["-O", "i386-pc", "-p", "(hd0,msdos1)/boot/grub", "-o"]).arg(&core).args([
-        "biosdisk",
-        "part_msdos",
-        "ext2",
-        "normal",
-        "linux",
-        "serial",
-        "terminal",
-        "configfile",
-        "echo",
-    ]))
-    .context("grub-mkimage (package grub-pc-bin)")?;
-    let core = std::fs::read(&core)?;
-    if core.len() > 2047 * 512 {
-        bail!("GRUB's core image does not fit before the partition");
-    }
-    let boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img").context("GRUB's boot.img (package grub-pc-bin)")?;
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new().write(true).open(&tmp)?;
-        f.seek(SeekFrom::Start(0))?;
-        f.write_all(&boot[..440])?;
-        f.seek(SeekFrom::Start(512))?;
-        f.write_all(&core)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, out)?;
-    Ok(())
+    crate::bootdisk::write(&root, work, 64 << 20, out)
 }
 
 fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {

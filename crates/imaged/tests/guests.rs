@@ -64,6 +64,12 @@ if [ -f /marker ]; then echo "MARKER-FOUND $(cat /marker)"; else echo MARKER-ABS
 poweroff
 "##;
 
+/// A check the guest runs: root's password hash in `/etc/shadow` is that of `Passw0rd-1`.
+const PASSWORD_CHECK: &str = r##"h=$(sed -n 's/^root:\([^:]*\):.*/\1/p' /etc/shadow)
+salt=$(echo "$h" | cut -d'$' -f3)
+if [ "$(mkpasswd -m sha512 -S "$salt" Passw0rd-1)" = "$h" ]; then echo ROOT-PASSWORD-OK; else echo "ROOT-PASSWORD-WRONG $h"; fi
+"##;
+
 fn tiny_image() -> &'static PathBuf {
     static TINY: OnceLock<PathBuf> = OnceLock::new();
     TINY.get_or_init(|| {
@@ -80,30 +86,31 @@ fn tiny_image() -> &'static PathBuf {
     })
 }
 
-/// A server that runs guests (TCG, small guests, a 4 s soft-stop deadline) with the tiny image
-/// added as a public image; returns it, a user, and the image's id.
-fn guest_server(backend: Backend, test: &str) -> Option<(Server, Creds, String)> {
-    let image = tiny_image();
+/// A guest image a test server offers as a public image.
+struct GuestImage<'a> {
+    file: &'a std::path::Path,
+    name: &'a str,
+    platform: &'a str,
+}
+
+/// A server that runs guests (TCG) with `config`'s `[vm]` limits and `image` added as a public
+/// image; returns it, a user, and the image's id.
+fn guest_server_with(test: &str, config: &str, image: GuestImage) -> Option<(Server, Creds, String)> {
     let env = [("IMAGED_HYPERVISOR", "qemu"), ("IMAGED_ACCEL", "tcg")];
-    let config = "[vm]\nmax_memory_mib = 256\nsoft_stop_secs = 4\n";
-    let server = Server::start_config_env(backend, test, config, &env)?;
-    let path = image.to_str().expect("utf-8 path");
-    let added = server.cli_json(&[
-        "public-image",
-        "add",
-        path,
-        "--name",
-        "imaged tiny",
-        "--os-name",
-        "imaged tiny",
-        "--platform",
-        "Other Linux",
-        "--format",
-        "raw",
-    ]);
-    let id = added["ImageId"].as_str().expect("ImageId").to_owned();
+    let server = Server::start_config_env(Backend::Sqlite, test, config, &env)?;
+    let path = image.file.to_str().expect("utf-8 path");
+    let (name, platform) = (image.name, image.platform);
+    let args =
+        ["public-image", "add", path, "--name", name, "--os-name", name, "--platform", platform, "--format", "raw"];
+    let id = server.cli_json(&args)["ImageId"].as_str().expect("ImageId").to_owned();
     let user = server.create_account("guest-user");
     Some((server, user, id))
+}
+
+/// A server for tiny guests (256 MiB, a 4 s soft-stop deadline).
+fn guest_server(test: &str) -> Option<(Server, Creds, String)> {
+    let image = GuestImage { file: tiny_image(), name: "imaged tiny", platform: "Other Linux" };
+    guest_server_with(test, "[vm]\nmax_memory_mib = 256\nsoft_stop_secs = 4\n", image)
 }
 
 fn py(server: &Server, creds: &Creds, snippet: &str) -> Value {
@@ -112,7 +119,7 @@ fn py(server: &Server, creds: &Creds, snippet: &str) -> Value {
 
 #[test]
 fn a_guest_runs_its_user_data_and_its_capture_boots_in_two_instances_then_resets_both_ways() {
-    let Some((server, user, tiny)) = guest_server(Backend::Sqlite, "guest_capture") else { return };
+    let Some((server, user, tiny)) = guest_server("guest_capture") else { return };
     let started = Instant::now();
     let r = py(
         &server,
@@ -121,7 +128,7 @@ fn a_guest_runs_its_user_data_and_its_capture_boots_in_two_instances_then_resets
             r##"c = client()
 t0 = time.time()
 r = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{tiny}", "InstanceName": "alpha",
-    "HostName": "alpha", "UserData": b64({MARKER_SCRIPT:?}), "LoginSettings": {{"Password": "Passw0rd-1"}}}})
+    "HostName": "alpha", "UserData": b64({alpha_script:?}), "LoginSettings": {{"Password": "Passw0rd-1"}}}})
 iid = r["ok"]["InstanceIdSet"][0]
 first = None
 while first is None:
@@ -133,7 +140,8 @@ while first is None:
         time.sleep(0.05)
 inst = wait_state(c, [iid], "STOPPED")[iid]
 off = time.time() - t0
-result = {{"id": iid, "instance": inst, "console": console(iid), "first": first, "off": off}}"##
+result = {{"id": iid, "instance": inst, "console": console(iid), "first": first, "off": off}}"##,
+            alpha_script = MARKER_SCRIPT.replace("poweroff\n", &format!("{PASSWORD_CHECK}poweroff\n"))
         ),
     );
     let alpha = r["id"].as_str().expect("instance id").to_owned();
@@ -141,6 +149,7 @@ result = {{"id": iid, "instance": inst, "console": console(iid), "first": first,
     eprintln!("tiny boot: first console line after {:.2} s, power-off after {:.2} s", r["first"], r["off"]);
     assert!(console.contains("imaged-tiny: hostname alpha"), "HostName reaches the guest:\n{console}");
     assert!(console.contains("MARKER-ABSENT"), "UserData ran:\n{console}");
+    assert!(console.contains("ROOT-PASSWORD-OK"), "LoginSettings.Password is root's:\n{console}");
     assert!(console.contains("imaged-tiny: user-data exited") || console.contains("powering off"), "{console}");
     assert!(console.contains("reboot: Power down"), "the guest powered off:\n{console}");
     let inst = &r["instance"];
@@ -210,7 +219,7 @@ result = out"##
 
 #[test]
 fn stops_are_soft_then_hard_a_running_guest_is_captured_and_guests_outlive_a_killed_server() {
-    let Some((mut server, user, tiny)) = guest_server(Backend::Sqlite, "guest_stops") else { return };
+    let Some((mut server, user, tiny)) = guest_server("guest_stops") else { return };
     let r = py(
         &server,
         &user,
@@ -222,13 +231,26 @@ for name, script in (("polite", "#!/bin/sh\necho READY\n"), ("deaf", "#!/bin/sh\
     r = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{tiny}", "InstanceName": name,
         "UserData": b64(script)}})
     ids[name] = r["ok"]["InstanceIdSet"][0]
+# A disk with a partition table and no boot loader still launches; its console says why it
+# does not boot.
+blank = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{blank}",
+    "InstanceName": "blank"}})["ok"]["InstanceIdSet"][0]
 for iid in ids.values():
     wait_console(iid, "login:", timeout=180)
 s = wait_state(c, list(ids.values()), "RUNNING")
+blank_console = wait_console(blank, "Booting from Hard Disk", timeout=60)
+call(c, "TerminateInstances", {{"InstanceIds": [blank]}})
 result = {{"ids": ids, "pids": {{n: meta(s[i])["imaged:qemu-pid"] for n, i in ids.items()}},
-          "meta": meta(s[ids["polite"]])}}"##
+          "meta": meta(s[ids["polite"]]), "blank": blank_console}}"##,
+            blank = support::guest::PUBLIC_IMAGE
         ),
     );
+    let blank = r["blank"].as_str().expect("console");
+    assert!(
+        blank.starts_with("imaged: the disk's boot sector holds no boot loader (its boot code is all zeros)"),
+        "{blank}"
+    );
+    assert!(blank.contains("SeaBIOS"), "the firmware's own lines follow: {blank}");
     let id = |n: &str| r["ids"][n].as_str().expect("id").to_owned();
     let (polite, deaf, doomed) = (id("polite"), id("deaf"), id("doomed"));
     assert_eq!(r["meta"]["imaged:accelerator"], "tcg", "{}", r["meta"]);
@@ -357,4 +379,81 @@ result = {{"instance": r["instances"][iid], "console": call(ext(), "DescribeInst
     assert_eq!(hv["Value"], "none (disk only: disabled by configuration)");
     assert_eq!(r["console"]["ok"]["Output"], "", "no guest, no console: {r}");
     assert!(r["console"]["ok"]["Hypervisor"].as_str().is_some_and(|h| h.starts_with("none")), "{r}");
+}
+
+/// A full Debian image (`imaged public-image build-debian`: debootstrap, systemd, cloud-init,
+/// OpenSSH), built once into the target directory; packages are kept between builds.
+fn debian_image() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("debian-image");
+    std::fs::create_dir_all(&dir).expect("debian image dir");
+    let out = dir.join("debian.raw");
+    let cache = std::env::var("IMAGED_DEBIAN_CACHE").unwrap_or_else(|_| "/var/tmp/imaged-debian-cache".into());
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(["public-image", "build-debian", "--output"])
+        .arg(&out)
+        .args(["--cache", &cache])
+        .output()
+        .expect("run imaged public-image build-debian");
+    assert!(built.status.success(), "building the Debian image failed: {}", String::from_utf8_lossy(&built.stderr));
+    let report: Value = serde_json::from_slice(&built.stdout).expect("build-debian prints JSON");
+    eprintln!("Debian image built in {:.0} s", report["Seconds"].as_f64().unwrap_or(f64::NAN));
+    out
+}
+
+#[test]
+fn a_full_debian_image_boots_and_cloud_init_takes_host_name_password_and_user_data_from_the_seed() {
+    let image = debian_image();
+    let image = GuestImage { file: &image, name: "Debian 12 64bit (cloud-init)", platform: "Debian" };
+    let config = "[vm]\nmax_memory_mib = 512\nsoft_stop_secs = 120\n";
+    let Some((server, user, debian)) = guest_server_with("guest_debian", config, image) else { return };
+    // Debian has no mkpasswd in its minimal set; Python's crypt checks the hash.
+    let script = r##"#!/bin/sh
+echo "USERDATA-RAN as $(id -un) on $(hostname)"
+h=$(sed -n 's/^root:\([^:]*\):.*/\1/p' /etc/shadow)
+python3 -W ignore -c "import crypt, sys; print('ROOT-PASSWORD-OK' if crypt.crypt('Passw0rd-1', sys.argv[1]) == sys.argv[1] else 'ROOT-PASSWORD-WRONG')" "$h"
+"##;
+    let r = py(
+        &server,
+        &user,
+        &format!(
+            r##"import socket
+c = client()
+t0 = time.time()
+r = call(c, "RunInstances", {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{debian}", "InstanceType": "S5.SMALL1",
+    "HostName": "deb-1", "UserData": b64({script:?}), "LoginSettings": {{"Password": "Passw0rd-1"}}}})
+iid = r["ok"]["InstanceIdSet"][0]
+while not console(iid).strip():
+    time.sleep(0.05)
+first = time.time() - t0
+out = wait_console(iid, "Datasource DataSourceNoCloud", timeout=600)
+ready = time.time() - t0
+inst = wait_state(c, [iid], "RUNNING")[iid]
+host, port = meta(inst)["imaged:ssh-address"].split(":")
+banner = b""
+deadline = time.time() + 120
+while not banner.startswith(b"SSH-") and time.time() < deadline:
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            banner = s.recv(64)
+    except OSError:
+        time.sleep(1)
+t1 = time.time()
+call(c, "StopInstances", {{"InstanceIds": [iid], "StopType": "SOFT"}})
+stopped = wait_state(c, [iid], "STOPPED", timeout=180)[iid]
+result = {{"first": first, "ready": ready, "stop": time.time() - t1, "console": out, "after": console(iid),
+          "banner": banner.decode(errors="replace"), "op": stopped["LatestOperationState"]}}"##
+        ),
+    );
+    eprintln!(
+        "Debian boot: first console line after {:.2} s, cloud-init finished after {:.1} s, ACPI power-off in {:.1} s",
+        r["first"], r["ready"], r["stop"]
+    );
+    let out = r["console"].as_str().expect("console");
+    assert!(out.contains("Datasource DataSourceNoCloud [seed=/dev/vdb]"), "cloud-init read the seed:\n{out}");
+    assert!(out.contains("USERDATA-RAN as root on deb-1"), "UserData ran, HostName set:\n{out}");
+    assert!(out.contains("ROOT-PASSWORD-OK"), "LoginSettings.Password is root's:\n{out}");
+    assert!(r["banner"].as_str().is_some_and(|b| b.starts_with("SSH-2.0-OpenSSH")), "the login port answers: {r}");
+    assert_eq!(r["op"], "SUCCESS", "{r}");
+    let after = r["after"].as_str().expect("console");
+    assert!(after.contains("reboot: Power down"), "systemd powered off at the button:\n{after}");
 }

@@ -28,6 +28,23 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// Memory, MiB.
     pub memory_mib: u32,
+    /// A line written at the top of the console before the guest's own (why the disk will
+    /// not boot, when the service can tell).
+    pub console_note: Option<String>,
+}
+
+/// Why a disk whose first sector is `sector` cannot boot from BIOS, when that can be told
+/// from the sector alone: no boot signature (the firmware says "not a bootable disk"), or a
+/// signature over boot code that is all zeros (a partition table without a boot loader: the
+/// firmware jumps into it and nothing more is printed).
+pub fn boot_sector_problem(sector: &[u8]) -> Option<&'static str> {
+    if sector.len() < 512 || sector[510..512] != [0x55, 0xaa] {
+        return Some("the disk has no boot sector (no 0x55AA signature in its first sector); it cannot boot");
+    }
+    if sector[..440].iter().all(|&b| b == 0) {
+        return Some("the disk's boot sector holds no boot loader (its boot code is all zeros); it cannot boot");
+    }
+    None
 }
 
 /// How a guest's process ended.
@@ -154,4 +171,21 @@ pub fn console_tail(dir: &Path, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
     let mut out = Vec::with_capacity((len - start) as usize);
     f.take(max).read_to_end(&mut out)?;
     Ok((out, start > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boot_sector_problem;
+
+    #[test]
+    fn a_boot_sector_without_signature_or_code_is_named() {
+        let mut sector = vec![0u8; 512];
+        assert!(boot_sector_problem(&sector).is_some_and(|p| p.contains("no boot sector")));
+        sector[510] = 0x55;
+        sector[511] = 0xaa;
+        assert!(boot_sector_problem(&sector).is_some_and(|p| p.contains("no boot loader")));
+        sector[0] = 0xeb; // a jump, as GRUB's boot.img starts
+        assert_eq!(boot_sector_problem(&sector), None);
+        assert!(boot_sector_problem(&sector[..100]).is_some(), "a disk shorter than a sector");
+    }
 }

@@ -268,6 +268,9 @@ impl Hypervisor for Qemu {
         if console.exists() {
             let _ = std::fs::rename(&console, dir.join("console.0.log"));
         }
+        if let Some(note) = &spec.console_note {
+            std::fs::write(&console, format!("imaged: {note}\n")).map_err(|e| e.to_string())?;
+        }
         let _ = std::fs::remove_file(&qmp_path);
         // SeaBIOS prints on the serial port given in fw_cfg `etc/sercon-port` (little endian).
         std::fs::write(dir.join("sercon-port"), 0x3f8u16.to_le_bytes()).map_err(|e| e.to_string())?;
@@ -289,14 +292,14 @@ impl Hypervisor for Qemu {
         }
         cmd.args(["-machine", "pc", "-smp", &vcpus.to_string(), "-m", &memory.to_string()])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .args(["-chardev", "file,id=console,path=console.log", "-serial", "chardev:console"])
+            .args(["-chardev", "file,id=console,path=console.log,append=on", "-serial", "chardev:console"])
             .args(["-fw_cfg", "name=etc/sercon-port,file=sercon-port"])
             .args(["-qmp", "unix:qmp.sock,server=on,wait=off"])
             .args(["-drive", "file=system.qcow2,format=qcow2,if=virtio,cache=writeback"]);
         if dir.join("seed.img").is_file() {
             cmd.args(["-drive", "file=seed.img,format=raw,if=virtio,readonly=on"]);
         }
-        cmd.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
+        cmd.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0,romfile="])
             .args(["-device", "pvpanic", "-action", "panic=exit-failure"])
             .args(["-pidfile", "qemu.pid", "-daemonize"])
             .stdin(std::process::Stdio::null())

@@ -37,7 +37,14 @@ pub fn build(seed: &Seed) -> std::io::Result<Vec<u8>> {
         root.create_file("user-data")?.write_all(&seed.user_data)?;
         let mut vendor = String::from("#cloud-config\n");
         if let Some(pw) = &seed.password {
-            vendor.push_str(&format!("password: {}\nchpasswd:\n  expire: false\nssh_pwauth: true\n", yaml_scalar(pw)));
+            // The password is root's (Tencent's Linux login user), and root may log in with it
+            // over SSH, as on Tencent's own images.
+            vendor.push_str(&format!(
+                "chpasswd:\n  expire: false\n  users:\n    - name: root\n      password: {}\n      type: text\n\
+                 ssh_pwauth: true\ndisable_root: false\nwrite_files:\n  - path: /etc/ssh/sshd_config.d/50-imaged.conf\n    \
+                 content: \"PermitRootLogin yes\\n\"\n",
+                yaml_scalar(pw)
+            ));
         }
         root.create_file("vendor-data")?.write_all(vendor.as_bytes())?;
         drop(root);
@@ -82,6 +89,12 @@ mod tests {
         };
         assert_eq!(read("meta-data"), "instance-id: ins-abcdefgh\nlocal-hostname: web-1\n");
         assert_eq!(read("user-data"), "#!/bin/sh\necho hi\n");
-        assert!(read("vendor-data").contains("password: \"pa ss:w\\\"rd\"\n"), "{}", read("vendor-data"));
+        let vendor = read("vendor-data");
+        assert!(
+            vendor.starts_with("#cloud-config\nchpasswd:\n  expire: false\n  users:\n    - name: root\n"),
+            "{vendor}"
+        );
+        assert!(vendor.contains("\n      password: \"pa ss:w\\\"rd\"\n      type: text\n"), "{vendor}");
+        assert!(vendor.contains("PermitRootLogin yes"), "{vendor}");
     }
 }
