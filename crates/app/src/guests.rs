@@ -177,7 +177,8 @@ impl Service {
                         ExitKind::HostStopped => "the guest was switched off by the host".to_owned(),
                         ExitKind::Crashed(why) => format!("the guest crashed: {why}"),
                     };
-                    svc.guest_ended(&exit.id, note).await;
+                    let svc = svc.clone();
+                    tokio::spawn(async move { svc.guest_ended(&exit.id, note).await });
                 }
             });
         }
@@ -188,16 +189,30 @@ impl Service {
             if hv.adopt(&id, &entry.path()).await {
                 tracing::info!(instance = %id, "adopted a running guest");
             } else {
-                self.guest_ended(&id, "the guest was not running when the server restarted".into()).await;
+                let svc = self.clone();
+                let note = "the guest was not running when the server restarted".to_owned();
+                tokio::spawn(async move { svc.guest_ended(&id, note).await });
             }
         }
     }
 
-    /// A guest ended without being asked: a RUNNING instance with no operation in progress
-    /// becomes STOPPED with the reason (an operation in progress handles its own guest).
+    /// A guest ended without being asked: once no operation is in progress on its instance (an
+    /// operation that ends by booting a new guest keeps it RUNNING), a RUNNING instance whose
+    /// guest is not running becomes STOPPED with the reason. A guest that ends while its launch
+    /// is still being recorded is caught the same way.
     async fn guest_ended(&self, id: &InstanceId, note: String) {
-        let Ok(Some(mut instance)) = self.store().get_instance(id).await else { return };
-        if instance.busy() || instance.state != InstanceState::Running {
+        let waiting_since = std::time::Instant::now();
+        let mut instance = loop {
+            let Ok(Some(instance)) = self.store().get_instance(id).await else { return };
+            if !instance.busy() {
+                break instance;
+            }
+            if waiting_since.elapsed() > Duration::from_secs(3600) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if instance.state != InstanceState::Running || self.hypervisor().live(id).is_some() {
             return;
         }
         tracing::info!(instance = %id, "{note}");

@@ -359,7 +359,7 @@ result = settle_gone(c, ["{polite}", "{deaf}", "{doomed}"])"##
 }
 
 #[test]
-fn a_host_without_a_hypervisor_says_so_and_keeps_instances_as_disks() {
+fn a_host_without_a_hypervisor_says_so_and_keeps_instances_as_disks_and_bad_guest_settings_are_refused() {
     let Some(server) = Server::start(Backend::Sqlite, "guest_none") else { return };
     let user = server.create_account("disk-only");
     let r = py(
@@ -367,12 +367,33 @@ fn a_host_without_a_hypervisor_says_so_and_keeps_instances_as_disks() {
         &user,
         &format!(
             r##"c = client()
-r = run(c, "{}")
+r = run(c, "{img}")
 iid = r["ids"][0]
-result = {{"instance": r["instances"][iid], "console": call(ext(), "DescribeInstanceConsoleOutput", {{"InstanceId": iid}})}}"##,
-            support::guest::PUBLIC_IMAGE
+base = {{"Placement": {{"Zone": "ap-guangzhou-3"}}, "ImageId": "{img}"}}
+refused = {{
+    "short password": call(c, "RunInstances", dict(base, LoginSettings={{"Password": "abc123"}})),
+    "one class": call(c, "RunInstances", dict(base, LoginSettings={{"Password": "abcdefghij"}})),
+    "key pair": call(c, "RunInstances", dict(base, LoginSettings={{"KeyIds": ["skey-abcdefgh"]}})),
+    "user data": call(c, "RunInstances", dict(base, UserData="not base64!")),
+    "stop type": call(c, "StopInstances", {{"InstanceIds": [iid], "StopType": "GENTLE"}}),
+    "reset password": call(c, "ResetInstance", {{"InstanceId": iid, "LoginSettings": {{"Password": "short1"}}}}),
+    "console of another": call(ext(), "DescribeInstanceConsoleOutput", {{"InstanceId": "ins-00000000"}}),
+}}
+result = {{"instance": r["instances"][iid], "refused": {{k: v.get("error") for k, v in refused.items()}},
+          "after": call(c, "DescribeInstances", {{}})["ok"]["TotalCount"],
+          "console": call(ext(), "DescribeInstanceConsoleOutput", {{"InstanceId": iid}})}}"##,
+            img = support::guest::PUBLIC_IMAGE
         ),
     );
+    let refused = &r["refused"];
+    assert_eq!(refused["short password"], "InvalidParameterValue.InvalidPassword", "{refused}");
+    assert_eq!(refused["one class"], "InvalidParameterValue.InvalidPassword", "{refused}");
+    assert_eq!(refused["key pair"], "InvalidParameterValue.KeyPairNotFound", "{refused}");
+    assert_eq!(refused["user data"], "InvalidParameterValue.InvalidUserDataFormat", "{refused}");
+    assert_eq!(refused["stop type"], "InvalidParameterValue", "{refused}");
+    assert_eq!(refused["reset password"], "InvalidParameterValue.InvalidPassword", "{refused}");
+    assert_eq!(refused["console of another"], "InvalidInstanceId.NotFound", "{refused}");
+    assert_eq!(r["after"], 1, "nothing refused was launched: {r}");
     assert_eq!(r["instance"]["InstanceState"], "RUNNING");
     let items = r["instance"]["Metadata"]["Items"].as_array().expect("items");
     let hv = items.iter().find(|m| m["Key"] == "imaged:hypervisor").expect("hypervisor item");

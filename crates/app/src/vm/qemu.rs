@@ -61,6 +61,8 @@ struct Vm {
     qmp: Arc<Qmp>,
     done: watch::Receiver<Option<ExitKind>>,
     live: Live,
+    /// The instance's directory (its console).
+    dir: PathBuf,
 }
 
 /// QEMU guests on this host.
@@ -126,11 +128,11 @@ impl Qemu {
     }
 
     /// Holds the guest's QMP connection and reports its exit.
-    fn attach(&self, id: &InstanceId, qmp: Qmp, mut events: mpsc::UnboundedReceiver<Value>, live: Live) {
+    fn attach(&self, id: &InstanceId, dir: &Path, qmp: Qmp, mut events: mpsc::UnboundedReceiver<Value>, live: Live) {
         let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (done_tx, done) = watch::channel(None);
         if let Ok(mut vms) = self.vms.lock() {
-            vms.insert(id.clone(), Vm { generation, qmp: Arc::new(qmp), done, live });
+            vms.insert(id.clone(), Vm { generation, qmp: Arc::new(qmp), done, live, dir: dir.to_owned() });
         }
         let (vms, exits, id) = (Arc::clone(&self.vms), self.exits.clone(), id.clone());
         tokio::spawn(async move {
@@ -231,6 +233,21 @@ fn runs_in(pid: u32, dir: &Path) -> bool {
     !zombie && fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == disk))
 }
 
+/// How long a flush waits for the guest to report its sync.
+const FLUSH_WAIT: Duration = Duration::from_millis(1500);
+
+/// The console's text after its first `from` bytes.
+fn console_since(console: &Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(console) {
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.take(64 * 1024).read_to_end(&mut text);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 fn kill(pid: u32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
@@ -323,7 +340,7 @@ impl Hypervisor for Qemu {
         };
         let file = VmFile { pid, accel: accel.clone(), login };
         let _ = std::fs::write(dir.join("vm.json"), serde_json::to_vec(&file).unwrap_or_default());
-        self.attach(&spec.id, qmp, events, Live { accel, login, pid });
+        self.attach(&spec.id, &spec.dir, qmp, events, Live { accel, login, pid });
         Ok(())
     }
 
@@ -355,10 +372,19 @@ impl Hypervisor for Qemu {
 
     async fn flush(&self, id: &InstanceId) -> Result<(), String> {
         let Some((qmp, _)) = self.vm(id) else { return Ok(()) };
+        let console = self.vms.lock().ok().and_then(|v| v.get(id).map(|v| v.dir.join("console.log")));
+        let seen = console.as_ref().and_then(|c| std::fs::metadata(c).ok()).map_or(0, |m| m.len());
         let keys: Vec<Value> = ["alt", "sysrq", "s"].iter().map(|k| json!({"type": "qcode", "data": k})).collect();
-        qmp.execute("send-key", Some(json!({ "keys": keys, "hold-time": 200 }))).await?;
-        // The guest syncs asynchronously; give it a moment before the disk is read.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        qmp.execute("send-key", Some(json!({ "keys": keys, "hold-time": 100 }))).await?;
+        // The kernel syncs in the background and says so on the console when its log level
+        // lets it ("Emergency Sync complete"); else the guest is given the deadline.
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if console.as_ref().is_some_and(|c| console_since(c, seen).contains("Emergency Sync complete")) {
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -393,7 +419,7 @@ impl Hypervisor for Qemu {
             }
         }
         let _ = self.accel.set(file.accel.clone());
-        self.attach(id, qmp, events, Live { accel: file.accel, login: file.login, pid: file.pid });
+        self.attach(id, dir, qmp, events, Live { accel: file.accel, login: file.login, pid: file.pid });
         true
     }
 

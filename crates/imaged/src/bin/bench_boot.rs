@@ -2,13 +2,14 @@
 //!
 //! Builds the tiny image (`imaged public-image build-tiny`) and measures, under the accelerator
 //! `IMAGED_ACCEL` chooses (TCG by default, since `/dev/kvm` hangs on these machines):
-//! - one boot through `RunInstances`: seconds to the guest's first console line, to its login
-//!   prompt, and (with `UserData` that powers off) to `STOPPED`, against the baseline of the
-//!   same guest (same overlay, same seed, same QEMU) started by hand in the same run;
+//! - one boot through `RunInstances`, of the tiny image and (when debootstrap is installed) of
+//!   the full Debian one: seconds to the guest's first console line and, with `UserData` that
+//!   powers off, to `STOPPED`, against the baseline of the same guest (same overlay, same seed,
+//!   same QEMU) started by hand in the same run;
 //! - 20 instances launched at once: seconds until every guest shows its login prompt, as a
 //!   multiple of one boot, and the peak memory of the server and its QEMUs together;
-//! - `CreateImage` of a running guest (flushed, paused, read, resumed) against a capture of the
-//!   same instance stopped.
+//! - `CreateImage` of a running guest (flushed, paused, read, resumed) against a capture of a
+//!   stopped one, each having written 24 MiB of new data.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +21,7 @@ use imaged::client::Client;
 use serde_json::{json, Value};
 
 const POWER_OFF: &str = "#!/bin/sh\npoweroff\n";
+const WRITE_24_MIB: &str = "#!/bin/sh\ndd if=/dev/urandom of=/root/data bs=1M count=24 2>/dev/null\nsync\necho WROTE\n";
 
 fn b64(text: &str) -> String {
     use base64::Engine as _;
@@ -98,7 +100,7 @@ fn by_hand(work: &Path, image: &Path, accel: &str, user_data: &str) -> anyhow::R
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .current_dir(&dir)
-        .args(["-accel", accel, "-machine", "pc", "-smp", "1", "-m", "256", "-nodefaults", "-display", "none"])
+        .args(["-accel", accel, "-machine", "pc", "-smp", "1", "-m", "512", "-nodefaults", "-display", "none"])
         .args(["-serial", "file:console.log", "-device", "pvpanic"])
         .args(["-drive", "file=system.qcow2,format=qcow2,if=virtio,cache=writeback"])
         .args(["-drive", "file=seed.img,format=raw,if=virtio,readonly=on"])
@@ -147,45 +149,49 @@ fn rss_mib(server: u32, data: &Path) -> f64 {
     (rss(server) + qemus) / 1024.0
 }
 
-fn main() -> anyhow::Result<()> {
-    let work = tempfile::tempdir_in(std::env::var("IMAGED_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))?;
-    let accel = std::env::var("IMAGED_ACCEL").unwrap_or_else(|_| "tcg".into());
-    std::env::set_var("IMAGED_ACCEL", &accel);
-    std::env::set_var("IMAGED_HYPERVISOR", "qemu");
-    let exe = std::env::current_exe()?.with_file_name("imaged");
-    let image = work.path().join("tiny.raw");
-    let out = Command::new(&exe).args(["public-image", "build-tiny", "--output"]).arg(&image).output()?;
+/// Builds an image with `imaged public-image ARGS --output FILE`; seconds.
+fn build(exe: &Path, what: &str, file: &Path, extra: &[&str]) -> anyhow::Result<f64> {
+    let out = Command::new(exe).args(["public-image", what, "--output"]).arg(file).args(extra).output()?;
     if !out.status.success() {
-        bail!("build-tiny: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let built: Value = serde_json::from_slice(&out.stdout)?;
-    println!("tiny image built in {:.2} s", built["Seconds"].as_f64().unwrap_or(f64::NAN));
+    Ok(serde_json::from_slice::<Value>(&out.stdout)?["Seconds"].as_f64().unwrap_or(f64::NAN))
+}
 
-    let data = work.path().join("data");
-    let server =
-        BenchServer::start(&data, "[vm]\nmax_memory_mib = 256\nsoft_stop_secs = 30\n[workers]\ninstance = 4\n")?;
-    let out = Command::new(&exe)
+/// Adds `file` as a public image of the server's data directory; its id.
+fn add_image(exe: &Path, data: &Path, file: &Path, name: &str) -> anyhow::Result<String> {
+    let out = Command::new(exe)
         .args(["public-image", "add"])
-        .arg(&image)
-        .args(["--name", "tiny", "--os-name", "tiny", "--platform", "Other Linux", "--format", "raw", "--data-dir"])
-        .arg(&data)
+        .arg(file)
+        .args(["--name", name, "--os-name", name, "--platform", "Linux", "--format", "raw", "--data-dir"])
+        .arg(data)
         .output()?;
     if !out.status.success() {
         bail!("public-image add: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let tiny = serde_json::from_slice::<Value>(&out.stdout)?["ImageId"].as_str().context("ImageId")?.to_owned();
-    let c = &server.client;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(serde_json::from_slice::<Value>(&out.stdout)?["ImageId"].as_str().context("ImageId")?.to_owned())
+}
 
-    // One boot, three times each way; medians.
+/// One boot of `image` (its disk `file`) that powers off from `UserData`, `runs` times each
+/// way (through `RunInstances`, and by hand); prints the medians.
+fn boot_figures(
+    rt: &tokio::runtime::Runtime,
+    c: &Client,
+    what: &str,
+    image: &str,
+    file: &Path,
+    runs: usize,
+    work: &Path,
+) -> anyhow::Result<()> {
+    let accel = std::env::var("IMAGED_ACCEL").unwrap_or_default();
     let (mut first, mut off, mut hand_first, mut hand_off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let (f, o) = by_hand(work.path(), &image, &accel, POWER_OFF)?;
+    for _ in 0..runs {
+        let (f, o) = by_hand(work, file, &accel, POWER_OFF)?;
         hand_first.push(f);
         hand_off.push(o);
         rt.block_on(async {
             let t0 = Instant::now();
-            let ids = launch(c, &tiny, 1, Some(POWER_OFF)).await?;
+            let ids = launch(c, image, 1, Some(POWER_OFF)).await?;
             while console(c, &ids[0]).await?.is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -203,9 +209,40 @@ fn main() -> anyhow::Result<()> {
     let (first, off, hand_first, hand_off) =
         (median(&mut first), median(&mut off), median(&mut hand_first), median(&mut hand_off));
     println!(
-        "one tiny boot ({accel}): first console line {first:.2} s, power-off (STOPPED) {off:.2} s = {:.2}x QEMU started by hand on the same disk and seed ({hand_first:.2} s / {hand_off:.2} s)",
+        "one {what} boot ({accel}): first console line {first:.2} s, power-off (STOPPED) {off:.2} s = {:.2}x QEMU started by hand on the same disk and seed ({hand_first:.2} s / {hand_off:.2} s)",
         off / hand_off
     );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let work = tempfile::tempdir_in(std::env::var("IMAGED_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))?;
+    let accel = std::env::var("IMAGED_ACCEL").unwrap_or_else(|_| "tcg".into());
+    std::env::set_var("IMAGED_ACCEL", &accel);
+    std::env::set_var("IMAGED_HYPERVISOR", "qemu");
+    let exe = std::env::current_exe()?.with_file_name("imaged");
+    let image = work.path().join("tiny.raw");
+    println!("tiny image built in {:.2} s", build(&exe, "build-tiny", &image, &[])?);
+    // The full Debian image when debootstrap is there (IMAGED_BENCH_DEBIAN=0 skips it).
+    let debian_file = work.path().join("debian.raw");
+    let with_debian = std::env::var("IMAGED_BENCH_DEBIAN").map_or(true, |v| v != "0")
+        && std::path::Path::new("/usr/sbin/debootstrap").exists();
+    if with_debian {
+        let secs = build(&exe, "build-debian", &debian_file, &["--cache", "/var/tmp/imaged-debian-cache"])?;
+        println!("Debian image (cloud-init) built in {secs:.0} s");
+    }
+
+    let data = work.path().join("data");
+    let server =
+        BenchServer::start(&data, "[vm]\nmax_memory_mib = 512\nsoft_stop_secs = 30\n[workers]\ninstance = 4\n")?;
+    let tiny = add_image(&exe, &data, &image, "tiny")?;
+    let c = &server.client;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    boot_figures(&rt, c, "tiny", &tiny, &image, 3, work.path())?;
+    if with_debian {
+        let debian = add_image(&exe, &data, &debian_file, "debian")?;
+        boot_figures(&rt, c, "Debian (systemd, cloud-init)", &debian, &debian_file, 1, work.path())?;
+    }
 
     // Twenty at once.
     let (all, peak, one_login) = rt.block_on(async {
@@ -241,21 +278,21 @@ fn main() -> anyhow::Result<()> {
         all / one_login
     );
 
-    // A capture of a running guest against one of the same instance stopped.
+    // Two guests write 24 MiB of new data each; one is captured running, the other stopped.
     let (live, stopped) = rt.block_on(async {
         let t0 = Instant::now();
-        let ids = launch(c, &tiny, 1, None).await?;
-        wait_console(c, &ids, "login:", t0).await?;
+        let ids = launch(c, &tiny, 2, Some(WRITE_24_MIB)).await?;
+        wait_console(c, &ids, "WROTE", t0).await?;
+        c.call("StopInstances", &json!({"InstanceIds": [ids[1]], "StopType": "HARD"})).await?;
+        wait_state(c, &ids[1], "STOPPED").await?;
         let live = capture(c, &ids[0], "live").await?;
         wait_state(c, &ids[0], "RUNNING").await?;
-        c.call("StopInstances", &json!({"InstanceIds": ids, "StopType": "HARD"})).await?;
-        wait_state(c, &ids[0], "STOPPED").await?;
-        let stopped = capture(c, &ids[0], "stopped").await?;
+        let stopped = capture(c, &ids[1], "stopped").await?;
         c.call("TerminateInstances", &json!({"InstanceIds": ids})).await?;
         anyhow::Ok((live, stopped))
     })?;
     println!(
-        "CreateImage of a running guest: {live:.2} s = {:.2}x a capture of it stopped ({stopped:.2} s)",
+        "CreateImage of a running guest (flushed, paused, read, resumed) after it wrote 24 MiB: {live:.2} s = {:.2}x the same capture of a stopped one ({stopped:.2} s)",
         live / stopped
     );
     Ok(())
