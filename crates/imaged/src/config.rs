@@ -20,7 +20,7 @@
 //! | connections | | | `[http]` `max_connections`, `header_read_timeout_secs`, `idle_timeout_secs`, `stall_timeout_secs` | open-file limit − 256 (at most 4096), 10, 60, 120 |
 //! | replay check | | | `[http]` `replay_check` | on |
 //! | guests: hypervisor (`auto`, `qemu`, `none`) | | `IMAGED_HYPERVISOR` | `[vm]` `hypervisor` | `auto`: QEMU when `qemu-system-x86_64` runs, else disk only |
-//! | guests: emulator, accelerator (`auto`, `kvm`, `tcg`) | | `IMAGED_QEMU`, `IMAGED_ACCEL` | `[vm]` `qemu`, `accel` | `qemu-system-x86_64` on `PATH`, `auto` (KVM if a 3 s probe boots under it) |
+//! | guests: emulator, accelerator (`auto`, `kvm`, `tcg`) | | `IMAGED_QEMU`, `IMAGED_ACCEL` | `[vm]` `qemu`, `accel` | `qemu-system-x86_64` on `PATH`, `auto` (KVM if a probe guest finishes under it within 3 s) |
 //! | guests: the most CPUs and memory one gets | | | `[vm]` `max_vcpus`, `max_memory_mib` | the host's cores, 4096 |
 //! | guests: how long a soft stop waits | | | `[vm]` `soft_stop_secs` | 60 |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
