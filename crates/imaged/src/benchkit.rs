@@ -113,6 +113,8 @@ impl BenchServer {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .env("IMAGED_LOG", std::env::var("IMAGED_LOG").unwrap_or_else(|_| "warn".into()))
+            // Benchmarks of the data plane run no guests unless they ask (imaged-bench-boot).
+            .env("IMAGED_HYPERVISOR", std::env::var("IMAGED_HYPERVISOR").unwrap_or_else(|_| "none".into()))
             .stdout(Stdio::piped())
             .spawn()?;
         let mut addr = String::new();
