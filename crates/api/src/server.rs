@@ -23,6 +23,10 @@ use imaged_domain::instance::InstanceOp;
 
 /// Largest POST body (TC3): 10 MB.
 pub const MAX_POST_BYTES: usize = 10 * 1024 * 1024;
+/// The largest request head (header names and values) an action takes. hyper refuses larger
+/// heads only when they arrive in pieces; a head that reaches it in one read is parsed whole,
+/// so the limit is also checked here.
+pub(crate) const MAX_HEAD_BYTES: usize = 256 * 1024;
 /// Largest GET query string: 32 KB.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 
@@ -344,6 +348,10 @@ async fn handle(service: Service, req: Request<Body>, request_id: String) -> Res
         ));
     }
     let headers = &parts.headers;
+    let head: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if head > MAX_HEAD_BYTES {
+        return Err(size_exceeded("request head", MAX_HEAD_BYTES));
+    }
     let query = parts.uri.query().unwrap_or("");
     let body = if parts.method == Method::POST {
         read_body(body).await?
