@@ -82,14 +82,37 @@ fn walk(p: &Path, size: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
     })
 }
 
-/// Peak resident memory of a process, MiB.
-pub fn peak_rss_mib(pid: u32) -> f64 {
+/// A memory figure of a process from `/proc/PID/status` (`VmHWM`, `VmRSS`…), MiB.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Peak resident memory of a process, MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM")
+}
+
+/// The processes holding a file open under the data directory `data`'s `instances/`: the QEMU
+/// guests of its instances (and, for a moment, a server reading a disk).
+pub fn guest_pids(data: &Path) -> Vec<u32> {
+    let Ok(root) = std::fs::canonicalize(data.join("instances")) else { return Vec::new() };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let holds_a_disk = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .is_ok_and(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&root))))
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| holds_a_disk(*pid))
+        .collect()
 }
 
 /// A server for a benchmark, killed on drop.

@@ -127,6 +127,13 @@ pub(crate) async fn instance(cmd: InstanceCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Adds `file` as the public image `spec` to the data of `common`; prints {"ImageId"}.
+async fn register(common: &Common, file: &Path, spec: imaged_app::demo::PublicImageSpec) -> anyhow::Result<()> {
+    let svc = open_service(&load(common, None)?).await?;
+    let id = svc.add_public_image(file, spec).await.map_err(|e| anyhow::anyhow!(e))?;
+    print_json(&serde_json::json!({"ImageId": id.to_string()}))
+}
+
 /// Runs `imaged public-image …`.
 pub(crate) async fn public_image(cmd: PublicImageCommand) -> anyhow::Result<()> {
     match cmd {
@@ -137,7 +144,6 @@ pub(crate) async fn public_image(cmd: PublicImageCommand) -> anyhow::Result<()> 
                 tiny_image::build(&out, work.path(), debs.as_deref())?;
                 return print_json(&serde_json::json!({"File": out, "Seconds": started.elapsed().as_secs_f64()}));
             }
-            let svc = open_service(&load(&common, None)?).await?;
             let file = work.path().join("tiny.raw");
             tiny_image::build(&file, work.path(), debs.as_deref())?;
             let spec = imaged_app::demo::PublicImageSpec {
@@ -148,8 +154,7 @@ pub(crate) async fn public_image(cmd: PublicImageCommand) -> anyhow::Result<()> 
                 description: "Boots to a login prompt; runs UserData scripts from a NoCloud seed".into(),
                 declared: Some(imaged_diskfmt::Format::Raw),
             };
-            let id = svc.add_public_image(&file, spec).await.map_err(|e| anyhow::anyhow!(e))?;
-            print_json(&serde_json::json!({"ImageId": id.to_string()}))
+            register(&common, &file, spec).await
         }
         PublicImageCommand::BuildDebian { output, suite, mirror, cache, size_gib, name, common } => {
             let started = std::time::Instant::now();
@@ -171,7 +176,6 @@ pub(crate) async fn public_image(cmd: PublicImageCommand) -> anyhow::Result<()> 
             if output.is_some() {
                 return print_json(&serde_json::json!({"File": file, "Seconds": started.elapsed().as_secs_f64()}));
             }
-            let svc = open_service(&load(&common, None)?).await?;
             let spec = imaged_app::demo::PublicImageSpec {
                 name,
                 os_name: "Debian 12 64bit (cloud-init)".into(),
@@ -180,11 +184,9 @@ pub(crate) async fn public_image(cmd: PublicImageCommand) -> anyhow::Result<()> 
                 description: "Debian with systemd, the cloud kernel, cloud-init and OpenSSH".into(),
                 declared: Some(imaged_diskfmt::Format::Raw),
             };
-            let id = svc.add_public_image(&file, spec).await.map_err(|e| anyhow::anyhow!(e))?;
-            print_json(&serde_json::json!({"ImageId": id.to_string()}))
+            register(&common, &file, spec).await
         }
         PublicImageCommand::Add { file, name, os_name, platform, arch, description, format, common } => {
-            let svc = open_service(&load(&common, None)?).await?;
             let architecture =
                 imaged_domain::Architecture::parse(&arch).with_context(|| format!("unknown architecture `{arch}`"))?;
             let declared = format
@@ -192,8 +194,7 @@ pub(crate) async fn public_image(cmd: PublicImageCommand) -> anyhow::Result<()> 
                 .transpose()?;
             let spec =
                 imaged_app::demo::PublicImageSpec { name, os_name, platform, architecture, description, declared };
-            let id = svc.add_public_image(&file, spec).await.map_err(|e| anyhow::anyhow!(e))?;
-            print_json(&serde_json::json!({"ImageId": id.to_string()}))
+            register(&common, &file, spec).await
         }
     }
 }

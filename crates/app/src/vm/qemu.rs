@@ -127,6 +127,12 @@ impl Qemu {
         vms.get(id).map(|v| (Arc::clone(&v.qmp), v.done.clone()))
     }
 
+    /// The guest's QMP connection and its console file.
+    fn qmp_and_console(&self, id: &InstanceId) -> Option<(Arc<Qmp>, PathBuf)> {
+        let vms = self.vms.lock().ok()?;
+        vms.get(id).map(|v| (Arc::clone(&v.qmp), v.dir.join("console.log")))
+    }
+
     /// Holds the guest's QMP connection and reports its exit.
     fn attach(&self, id: &InstanceId, dir: &Path, qmp: Qmp, mut events: mpsc::UnboundedReceiver<Value>, live: Live) {
         let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -396,9 +402,8 @@ impl Hypervisor for Qemu {
     }
 
     async fn flush(&self, id: &InstanceId) -> Result<(), String> {
-        let Some((qmp, _)) = self.vm(id) else { return Ok(()) };
-        let console = self.vms.lock().ok().and_then(|v| v.get(id).map(|v| v.dir.join("console.log")));
-        let seen = console.as_ref().and_then(|c| std::fs::metadata(c).ok()).map_or(0, |m| m.len());
+        let Some((qmp, console)) = self.qmp_and_console(id) else { return Ok(()) };
+        let seen = std::fs::metadata(&console).map_or(0, |m| m.len());
         let keys: Vec<Value> = ["alt", "sysrq", "s"].iter().map(|k| json!({"type": "qcode", "data": k})).collect();
         qmp.execute("send-key", Some(json!({ "keys": keys, "hold-time": 100 }))).await?;
         // The kernel syncs in the background and says so on the console when its log level
@@ -406,7 +411,7 @@ impl Hypervisor for Qemu {
         let deadline = std::time::Instant::now() + FLUSH_WAIT;
         while std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if console.as_ref().is_some_and(|c| console_since(c, seen).contains("Emergency Sync complete")) {
+            if console_since(&console, seen).contains("Emergency Sync complete") {
                 break;
             }
         }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use imaged::benchkit::{run, BenchServer};
+use imaged::benchkit::{guest_pids, run, status_mib, BenchServer};
 use imaged::client::Client;
 use serde_json::{json, Value};
 
@@ -123,30 +123,11 @@ fn by_hand(work: &Path, image: &Path, accel: &str, user_data: &str) -> anyhow::R
     Ok((first.unwrap_or(f64::NAN), t0.elapsed().as_secs_f64()))
 }
 
-/// Resident memory (MiB) of `pid` and of every QEMU holding a disk under `data`.
+/// Resident memory (MiB) of the server `pid` and of every QEMU holding a disk under `data`.
 fn rss_mib(server: u32, data: &Path) -> f64 {
-    let rss = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0.0)
-    };
-    let root = data.join("instances");
-    let qemus: f64 = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-                fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&root)))
-            }) && *pid != server
-        })
-        .map(rss)
-        .sum();
-    (rss(server) + qemus) / 1024.0
+    let qemus: f64 =
+        guest_pids(data).into_iter().filter(|&pid| pid != server).map(|pid| status_mib(pid, "VmRSS")).sum();
+    status_mib(server, "VmRSS") + qemus
 }
 
 /// Builds an image with `imaged public-image ARGS --output FILE`; seconds.

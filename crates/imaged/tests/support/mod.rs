@@ -342,17 +342,7 @@ impl Drop for Server {
 /// The QEMU processes running guests of the data directory `dir` (they hold their instances'
 /// disks open).
 pub fn guest_pids(dir: &Path) -> Vec<u32> {
-    let Ok(root) = std::fs::canonicalize(dir.join("instances")) else { return Vec::new() };
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let holds_a_disk = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .is_ok_and(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&root))))
-    };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| holds_a_disk(*pid))
-        .collect()
+    imaged::benchkit::guest_pids(dir)
 }
 
 pub fn now() -> i64 {
