@@ -27,8 +27,11 @@ pub const DEFAULT_BUCKET: &str = "exports";
 pub struct DataConfig {
     /// The data directory (uploads, scratch, default buckets).
     pub data_dir: PathBuf,
-    /// Root of the block stores; each region lives under `regions/<region>/`.
+    /// Root of the block stores; each region lives under `regions/<region>/` of it, unless
+    /// `region_objects` names its own location.
     pub objects: Arc<dyn ObjectStore>,
+    /// Regions whose blocks live in a location of their own (a bucket or prefix each).
+    pub region_objects: BTreeMap<String, Arc<dyn ObjectStore>>,
     /// Directory `file://` import URLs may read from; `None` refuses `file://`.
     pub import_dir: Option<PathBuf>,
     /// CA certificates (PEM) trusted for `https://` import URLs; `None`: the system's.
@@ -66,6 +69,7 @@ impl DataConfig {
         Ok(Self {
             data_dir: data_dir.to_owned(),
             objects: Arc::new(objects),
+            region_objects: BTreeMap::new(),
             import_dir: None,
             https_ca_file: None,
             max_virtual_size: DEFAULT_MAX_VIRTUAL_SIZE,
@@ -80,9 +84,12 @@ impl DataConfig {
         })
     }
 
-    /// The block store of `region`.
+    /// The block store of `region`: its own location if configured, else its prefix of the root.
     pub fn region_blocks(&self, region: &str) -> BlockStore {
-        BlockStore::new(Arc::new(PrefixStore::new(Arc::clone(&self.objects), format!("regions/{region}"))))
+        match self.region_objects.get(region) {
+            Some(objects) => BlockStore::new(Arc::clone(objects)),
+            None => BlockStore::new(Arc::new(PrefixStore::new(Arc::clone(&self.objects), format!("regions/{region}")))),
+        }
     }
 
     /// Scratch directory for work files (downloads, decompression, conversions).

@@ -58,9 +58,13 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretsError> {
 impl MasterKey {
     /// Loads `dir/master.key`, creating it (mode 0600) with a fresh random key when absent.
     pub fn load_or_create(dir: &Path) -> Result<Self, SecretsError> {
-        let path = dir.join(MASTER_KEY_FILE);
+        Self::load_or_create_at(&dir.join(MASTER_KEY_FILE))
+    }
+
+    /// The master key in the file `path`, created (0600, random) if missing.
+    pub fn load_or_create_at(path: &Path) -> Result<Self, SecretsError> {
         let io = |source| SecretsError::Io { path: path.display().to_string(), source };
-        match std::fs::read_to_string(&path) {
+        match std::fs::read_to_string(path) {
             Ok(text) => {
                 let bytes =
                     hex::decode(text.trim()).map_err(|_| SecretsError::Malformed(path.display().to_string()))?;
@@ -70,9 +74,9 @@ impl MasterKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = random_bytes::<KEY_LEN>()?;
-                write_private_file(&path, hex::encode(key).as_bytes()).map_err(io)?;
+                write_private_file(path, hex::encode(key).as_bytes()).map_err(io)?;
                 // Another process may have created it first: whatever is on disk wins.
-                Self::load_or_create(dir)
+                Self::load_or_create_at(path)
             }
             Err(e) => Err(io(e)),
         }
@@ -111,18 +115,23 @@ impl MasterKey {
 
 /// Writes a new file readable by its owner only (0600), failing if it exists.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    // Written whole under a private name, then linked into place: a process starting at the
+    // same moment sees no file or the whole file, never a partial one.
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(random_bytes::<8>().map_err(std::io::Error::other)?)));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(path) {
-        Ok(mut f) => {
-            f.write_all(contents)?;
-            f.sync_all()
-        }
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+        other => other,
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@
 //! | guests: emulator, accelerator (`auto`, `kvm`, `tcg`) | | `IMAGED_QEMU`, `IMAGED_ACCEL` | `[vm]` `qemu`, `accel` | `qemu-system-x86_64` on `PATH`, `auto` (KVM if a probe guest finishes under it within 3 s) |
 //! | guests: the most CPUs and memory one gets | | | `[vm]` `max_vcpus`, `max_memory_mib` | the host's cores, 4096 |
 //! | guests: how long a soft stop waits | | | `[vm]` `soft_stop_secs` | 60 |
+//! | where block stores live: a directory or `s3://BUCKET/PREFIX` | | `IMAGED_STORAGE_URL` | `[storage]` `url` | `DATA_DIR/blocks` |
+//! | S3 settings (object_store's keys: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, …) | | `AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, … (over the file's) | `[storage.options]` | none |
+//! | a region's own bucket or prefix | | | `[storage.regions]` region = "url" | `regions/<region>/` under `url` |
+//! | master key (servers sharing a database share it) | | `IMAGED_MASTER_KEY_FILE` | `master_key_file` | `DATA_DIR/master.key` |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //!
@@ -88,6 +92,26 @@ pub struct FileConfig {
     /// Guests: the hypervisor behind instances.
     #[serde(default)]
     pub vm: VmConfig,
+    /// Where block stores live.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// The master key's file (every server of one database must read the same key).
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// `[storage]`: where the block stores live.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A directory (relative: under the data directory) or `s3://BUCKET/PREFIX`; regions live
+    /// under `regions/<region>/` of it.
+    pub url: Option<String>,
+    /// S3 settings by object_store's key names; the `AWS_*` environment overrides them.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Regions kept in a location of their own: region = URL.
+    #[serde(default)]
+    pub regions: std::collections::BTreeMap<String, String>,
 }
 
 /// `[vm]`: the hypervisor behind instances.
@@ -201,6 +225,10 @@ pub struct Config {
     pub prices: imaged_domain::pricing::PriceTable,
     /// The hypervisor behind instances (the environment applied).
     pub vm: VmConfig,
+    /// Where block stores live (the environment applied).
+    pub storage: StorageConfig,
+    /// The master key's file.
+    pub master_key_file: PathBuf,
 }
 
 /// What the command line gave.
@@ -292,7 +320,23 @@ impl Config {
         if let Some(a) = env("IMAGED_ACCEL") {
             vm.accel = Some(a);
         }
+        let mut storage = file.storage;
+        if let Some(url) = env("IMAGED_STORAGE_URL") {
+            storage.url = Some(url);
+        }
+        for region in storage.regions.keys() {
+            anyhow::ensure!(
+                region == imaged_app::demo::CATALOGUE_REGION || regions.get(region).is_some(),
+                "[storage.regions] names `{region}`, which is not a region"
+            );
+        }
+        let master_key_file = env("IMAGED_MASTER_KEY_FILE")
+            .map(PathBuf::from)
+            .or(file.master_key_file)
+            .unwrap_or_else(|| data_dir.join(imaged_app::secrets::MASTER_KEY_FILE));
         Ok(Self {
+            storage,
+            master_key_file,
             vm,
             prices,
             imports,

@@ -4,6 +4,7 @@
 pub mod benchkit;
 pub mod client;
 pub mod config;
+pub mod storage;
 
 use std::sync::Arc;
 
@@ -51,8 +52,14 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
             Arc::new(SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?)
         }
     };
-    let master_key = MasterKey::load_or_create(&cfg.data_dir)?;
+    let master_key = MasterKey::load_or_create_at(&cfg.master_key_file)?;
     let mut data = DataConfig::local(&cfg.data_dir).context("preparing the block store")?;
+    if let Some(url) = &cfg.storage.url {
+        data.objects = storage::object_store(url, &cfg.storage.options, &cfg.data_dir)?;
+    }
+    for (region, url) in &cfg.storage.regions {
+        data.region_objects.insert(region.clone(), storage::object_store(url, &cfg.storage.options, &cfg.data_dir)?);
+    }
     data.import_dir = cfg.import_dir.clone();
     data.https_ca_file = cfg.https_ca_file.clone();
     data.job_lease_secs = cfg.job_lease_secs.max(1);
