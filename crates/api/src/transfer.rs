@@ -110,13 +110,13 @@ async fn handle_upload(service: Service, req: Request<Body>) -> Result<Vec<u8>, 
                 ));
             }
             let id = service.create_upload(caller, region).await.map_err(upload_error)?;
-            let state = service.upload_state(caller, &id).map_err(upload_error)?;
+            let state = service.upload_state(caller, &id).await.map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": 0,
                 "ProofNonce": hex::encode(state.nonce)})
         }
         "status" => {
             let id = upload_id()?;
-            let state = service.upload_state(caller, &id).map_err(upload_error)?;
+            let state = service.upload_state(caller, &id).await.map_err(upload_error)?;
             serde_json::json!({"UploadId": id, "ImageUrl": format!("upload://{id}"), "Size": state.manifest.virtual_size,
                 "ProofNonce": hex::encode(state.nonce), "ExpiresAt": state.expires_at.iso8601()})
         }

@@ -125,7 +125,7 @@ impl Service {
             Some(f) => Some(Format::parse(f).ok_or_else(|| ImportError::Format(f.clone()))?),
             None => format_from_url(&req.url),
         };
-        self.check_import_url(caller, &req.url)?;
+        self.check_import_url(caller, &req.url).await?;
         if declared == Some(Format::Iso) && !req.force {
             return Err(ImportError::IsoNeedsForce);
         }
@@ -191,9 +191,11 @@ impl Service {
 
     /// Checks an import URL at request time: the scheme, an upload the caller owns, a file in
     /// the operator's import directory.
-    fn check_import_url(&self, caller: AccountId, url: &str) -> Result<(), ImportError> {
+    async fn check_import_url(&self, caller: AccountId, url: &str) -> Result<(), ImportError> {
         if let Some(id) = url.strip_prefix("upload://") {
-            self.upload_state(caller, id).map_err(|_| ImportError::Url(format!("names no upload of yours: {url}")))?;
+            self.upload_state(caller, id)
+                .await
+                .map_err(|_| ImportError::Url(format!("names no upload of yours: {url}")))?;
             return Ok(());
         }
         if url.starts_with("file://") {
@@ -250,7 +252,9 @@ impl Service {
         drop(scratch);
         if result.is_ok() || result.as_ref().is_err_and(|f| f.permanent) {
             if let Some(id) = params.url.strip_prefix("upload://") {
-                self.remove_upload(id);
+                if let Err(e) = self.remove_upload(id).await {
+                    tracing::warn!(job = job.id, "forgetting the imported upload failed: {e}");
+                }
             }
         }
         result
@@ -271,8 +275,10 @@ impl Service {
         let store = self.data().region_blocks(&region);
         let mut source = match params.url.strip_prefix("upload://") {
             Some(id) => {
-                let state =
-                    self.upload_state(job.account, id).map_err(|_| JobFailure::permanent("the upload is gone"))?;
+                let state = self
+                    .upload_state(job.account, id)
+                    .await
+                    .map_err(|_| JobFailure::permanent("the upload is gone"))?;
                 if state.region != region {
                     return Err(JobFailure::permanent(format!("the upload was made for region {}", state.region)));
                 }

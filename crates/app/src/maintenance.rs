@@ -60,10 +60,11 @@ impl Service {
     /// Uploads in progress keep their blocks (they are touched now) until they expire; expired
     /// uploads are forgotten first.
     pub async fn collect_garbage(&self, region: &str, grace: Duration) -> Result<GcReport, AppError> {
-        for (id, upload) in self.uploads() {
+        let uploads = self.uploads().await.map_err(|e| AppError::Conflict(e.to_string()))?;
+        for (id, upload) in uploads {
             if upload.expires_at < now() {
                 tracing::info!(upload = %id, "forgetting an expired upload");
-                self.remove_upload(&id);
+                self.remove_upload(&id).await.map_err(|e| AppError::Conflict(e.to_string()))?;
             } else if upload.region == region {
                 let blocks: Vec<(String, u64)> = upload.manifest.distinct().iter().map(|d| (d.to_hex(), 0)).collect();
                 for batch in blocks.chunks(256) {

@@ -249,6 +249,11 @@ impl Service {
             self.ensure_demo_disks(&missing).await.map_err(AppError::Conflict)?;
         }
         let creds = self.bootstrap_admin(data_dir).await?;
+        match self.adopt_local_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "moved uploads in progress into the metadata store"),
+            Err(e) => tracing::warn!("moving uploads into the metadata store failed: {e}"),
+        }
         // After the administrator, so that it keeps the first account id.
         self.bootstrap_market().await?;
         Ok(creds)
@@ -392,7 +397,7 @@ impl Service {
         Ok(StorageUsage {
             quota_bytes: self.limits.storage_quota_bytes(record.storage_quota_gib),
             image_bytes: self.store.image_bytes(account).await?,
-            upload_bytes: self.upload_bytes(account),
+            upload_bytes: self.upload_bytes(account).await.map_err(|e| AppError::Conflict(e.to_string()))?,
         })
     }
 

@@ -4,15 +4,16 @@
 //! never stored), so an upload writes only the blocks the store lacks, and the bytes are never
 //! written twice. A raw upload's manifest becomes the image's manifest as it is.
 //!
-//! Uploads are resumable: the manifest is saved after each complete append, so an interrupted
-//! client continues from the size it is told. Appends cover whole blocks, except the last one.
+//! Uploads are resumable: the manifest is saved in the metadata store after each complete append
+//! (only if no other append continued the upload meanwhile), so an interrupted client continues
+//! from the size it is told, through any server of the deployment. Appends cover whole blocks, except the last one.
 //! An upload expires a configured time after its last append (GC then forgets it); until then
 //! GC keeps its blocks, however long it is paused. Its bytes count toward its owner's storage
 //! quota.
 //! Nothing here interprets the bytes: the import job inspects them through [`ManifestReader`].
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use imaged_chunkstore::{block, is_zero, possession_proof, BlockStore, Digest, Ma
 use imaged_diskfmt::ReadAt;
 use imaged_domain::time::Timestamp;
 use imaged_domain::AccountId;
+use imaged_metastore::{Refused, UploadRecord};
 use tokio::task::JoinSet;
 
 use crate::data::UploadError;
@@ -51,85 +53,67 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-impl Service {
-    fn upload_paths(&self, id: &str) -> (PathBuf, PathBuf) {
-        let dir = self.data().uploads_dir();
-        (dir.join(format!("{id}.owner")), dir.join(format!("{id}.manifest")))
-    }
+fn store_err(e: impl std::fmt::Display) -> UploadError {
+    UploadError::Store(e.to_string())
+}
 
+impl UploadState {
+    fn from_record(record: UploadRecord) -> Result<Self, UploadError> {
+        let manifest = Manifest::decode(&record.manifest).map_err(store_err)?;
+        Ok(Self {
+            owner: record.owner,
+            region: record.region,
+            manifest,
+            nonce: record.nonce,
+            expires_at: record.expires_at,
+        })
+    }
+}
+
+impl Service {
     /// Starts an upload for `owner` in `region`; returns its id.
     pub async fn create_upload(&self, owner: AccountId, region: &str) -> Result<String, UploadError> {
-        if self.storage_room(owner).await.map_err(|e| UploadError::Store(e.to_string()))? == 0 {
+        if self.storage_room(owner).await.map_err(store_err)? == 0 {
             return Err(UploadError::QuotaExceeded);
         }
-        if self.live_uploads(owner).count() >= MAX_UPLOADS_PER_ACCOUNT {
-            return Err(UploadError::TooMany(MAX_UPLOADS_PER_ACCOUNT));
+        let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(store_err)?);
+        let record = UploadRecord {
+            id: id.clone(),
+            owner,
+            region: region.to_owned(),
+            nonce: crate::secrets::random_bytes::<32>().map_err(store_err)?,
+            size: 0,
+            manifest: Manifest::zeroed(BLOCK_SIZE as u32, 0).encode(),
+            expires_at: self.upload_expiry_from_now(),
+        };
+        let max = u32::try_from(MAX_UPLOADS_PER_ACCOUNT).unwrap_or(u32::MAX);
+        match self.store().insert_upload(&record, max, now()).await.map_err(store_err)? {
+            Ok(()) => Ok(id),
+            Err(Refused::QuotaExceeded) => Err(UploadError::TooMany(MAX_UPLOADS_PER_ACCOUNT)),
+            Err(other) => Err(UploadError::Store(format!("{other:?}"))),
         }
-        std::fs::create_dir_all(self.data().uploads_dir()).map_err(UploadError::Io)?;
-        let id = hex::encode(crate::secrets::random_bytes::<16>().map_err(|e| UploadError::Store(e.to_string()))?);
-        let nonce = crate::secrets::random_bytes::<32>().map_err(|e| UploadError::Store(e.to_string()))?;
-        self.write_upload_owner(&id, owner, region, &nonce)?;
-        self.save_upload(&id, &Manifest::zeroed(BLOCK_SIZE as u32, 0))?;
-        Ok(id)
-    }
-
-    /// Writes who owns an upload, its region, its proof nonce, and its expiry (from now).
-    fn write_upload_owner(
-        &self,
-        id: &str,
-        owner: AccountId,
-        region: &str,
-        nonce: &[u8; 32],
-    ) -> Result<(), UploadError> {
-        let (owner_path, _) = self.upload_paths(id);
-        let expires = self.upload_expiry_from_now().0;
-        let tmp = owner_path.with_extension("owner.tmp");
-        std::fs::write(&tmp, format!("{owner}\n{region}\n{}\n{expires}\n", hex::encode(nonce)))
-            .map_err(UploadError::Io)?;
-        std::fs::rename(&tmp, &owner_path).map_err(UploadError::Io)
     }
 
     /// An upload of `owner`'s that has not expired.
-    pub fn upload_state(&self, owner: AccountId, id: &str) -> Result<UploadState, UploadError> {
-        let state = self.read_upload(id)?;
-        if state.owner != owner {
-            return Err(UploadError::NotFound);
-        }
-        if state.expires_at < now() {
-            return Err(UploadError::Expired);
-        }
-        Ok(state)
-    }
-
-    /// An upload, whoever owns it, expired or not.
-    fn read_upload(&self, id: &str) -> Result<UploadState, UploadError> {
+    pub async fn upload_state(&self, owner: AccountId, id: &str) -> Result<UploadState, UploadError> {
         if !valid_id(id) {
             return Err(UploadError::NotFound);
         }
-        let (owner_path, manifest_path) = self.upload_paths(id);
-        let meta = std::fs::read_to_string(owner_path).map_err(|_| UploadError::NotFound)?;
-        let mut lines = meta.lines();
-        let owner = lines.next().and_then(|o| AccountId::parse(o).ok()).ok_or(UploadError::NotFound)?;
-        let region = lines.next().unwrap_or_default().to_owned();
-        let mut nonce = [0u8; 32];
-        hex::decode_to_slice(lines.next().unwrap_or_default(), &mut nonce)
-            .map_err(|_| UploadError::Store("the upload has no proof nonce".into()))?;
-        // Uploads made before expiries were recorded expire like new ones.
-        let expires_at =
-            lines.next().and_then(|e| e.parse().ok()).map_or_else(|| self.upload_expiry_from_now(), Timestamp);
-        let bytes = std::fs::read(manifest_path).map_err(|_| UploadError::NotFound)?;
-        let manifest = Manifest::decode(&bytes).map_err(|e| UploadError::Store(e.to_string()))?;
-        Ok(UploadState { owner, region, manifest, nonce, expires_at })
+        let record = self.store().get_upload(id).await.map_err(store_err)?.ok_or(UploadError::NotFound)?;
+        if record.owner != owner {
+            return Err(UploadError::NotFound);
+        }
+        if record.expires_at < now() {
+            return Err(UploadError::Expired);
+        }
+        UploadState::from_record(record)
     }
 
-    /// Every upload on this host, with its id (expired ones included).
-    pub fn uploads(&self) -> Vec<(String, UploadState)> {
-        let Ok(entries) = std::fs::read_dir(self.data().uploads_dir()) else { return Vec::new() };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".owner").map(str::to_owned))
-            .filter_map(|id| self.read_upload(&id).ok().map(|s| (id, s)))
-            .collect()
+    /// Every upload (expired ones included), with its id; one whose record cannot be read is
+    /// left out.
+    pub async fn uploads(&self) -> Result<Vec<(String, UploadState)>, UploadError> {
+        let records = self.store().list_uploads().await.map_err(store_err)?;
+        Ok(records.into_iter().filter_map(|r| Some((r.id.clone(), UploadState::from_record(r).ok()?))).collect())
     }
 
     /// When an upload appended to now expires.
@@ -137,38 +121,40 @@ impl Service {
         Timestamp(now().0.saturating_add(i64::try_from(self.data().upload_expiry_secs).unwrap_or(i64::MAX)))
     }
 
-    /// `owner`'s uploads that have not expired.
-    fn live_uploads(&self, owner: AccountId) -> impl Iterator<Item = UploadState> {
-        let now = now();
-        self.uploads().into_iter().map(|(_, s)| s).filter(move |s| s.owner == owner && s.expires_at >= now)
-    }
-
     /// Bytes `owner`'s live uploads hold (their sizes so far).
-    pub fn upload_bytes(&self, owner: AccountId) -> u64 {
-        self.live_uploads(owner).fold(0u64, |sum, s| sum.saturating_add(s.manifest.virtual_size))
-    }
-
-    fn save_upload(&self, id: &str, manifest: &Manifest) -> Result<(), UploadError> {
-        let (_, path) = self.upload_paths(id);
-        let tmp = path.with_extension("manifest.tmp");
-        std::fs::write(&tmp, manifest.encode()).map_err(UploadError::Io)?;
-        std::fs::rename(&tmp, &path).map_err(UploadError::Io)
+    pub async fn upload_bytes(&self, owner: AccountId) -> Result<u64, UploadError> {
+        let sizes = self.store().live_upload_sizes(owner, now()).await.map_err(store_err)?;
+        Ok(sizes.into_iter().fold(0u64, u64::saturating_add))
     }
 
     /// Forgets an upload (its blocks stay until GC finds them unreferenced).
-    pub fn remove_upload(&self, id: &str) {
-        if valid_id(id) {
-            let (a, b) = self.upload_paths(id);
-            let _ = std::fs::remove_file(a);
-            let _ = std::fs::remove_file(b);
-        }
+    pub async fn remove_upload(&self, id: &str) -> Result<(), UploadError> {
+        self.store().delete_upload(id).await.map(|_| ()).map_err(store_err)
     }
 
+    /// Moves uploads an earlier version kept as files in `DATA_DIR/uploads` into the store
+    /// (then removes the files), so that an upload in progress survives the upgrade.
+    pub(crate) async fn adopt_local_uploads(&self) -> Result<usize, UploadError> {
+        let dir = self.data().uploads_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
+        let mut adopted = 0;
+        for id in entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".owner").map(str::to_owned)) {
+            let (owner_path, manifest_path) = (dir.join(format!("{id}.owner")), dir.join(format!("{id}.manifest")));
+            if let Some(record) = local_upload(&id, &owner_path, &manifest_path, self.upload_expiry_from_now()) {
+                if self.store().insert_upload(&record, u32::MAX, now()).await.map_err(store_err)?.is_ok() {
+                    adopted += 1;
+                }
+            }
+            let _ = std::fs::remove_file(&manifest_path);
+            let _ = std::fs::remove_file(&owner_path);
+        }
+        Ok(adopted)
+    }
     /// Starts an append at `offset`, which must be the upload's size and a block boundary.
     /// The append may add at most what the owner's storage quota has room for.
     pub async fn upload_writer(&self, owner: AccountId, id: &str, offset: u64) -> Result<UploadWriter, UploadError> {
-        let state = self.upload_state(owner, id)?;
-        let room = self.storage_room(owner).await.map_err(|e| UploadError::Store(e.to_string()))?;
+        let state = self.upload_state(owner, id).await?;
+        let room = self.storage_room(owner).await.map_err(store_err)?;
         if offset != state.manifest.virtual_size {
             return Err(UploadError::WrongOffset { expected: state.manifest.virtual_size });
         }
@@ -179,6 +165,7 @@ impl Service {
             service: self.clone(),
             id: id.to_owned(),
             store: self.data().region_blocks(&state.region),
+            start: offset,
             state,
             pending: Vec::new(),
             pending_len: 0,
@@ -191,6 +178,24 @@ impl Service {
     }
 }
 
+/// An upload an earlier version kept as two files: `ID.owner` (owner, region, nonce in hex,
+/// expiry, one a line) and `ID.manifest`.
+fn local_upload(id: &str, owner_path: &Path, manifest_path: &Path, default_expiry: Timestamp) -> Option<UploadRecord> {
+    if !valid_id(id) {
+        return None;
+    }
+    let meta = std::fs::read_to_string(owner_path).ok()?;
+    let mut lines = meta.lines();
+    let owner = AccountId::parse(lines.next()?).ok()?;
+    let region = lines.next()?.to_owned();
+    let mut nonce = [0u8; 32];
+    hex::decode_to_slice(lines.next()?, &mut nonce).ok()?;
+    let expires_at = lines.next().and_then(|e| e.parse().ok()).map_or(default_expiry, Timestamp);
+    let manifest = std::fs::read(manifest_path).ok()?;
+    let size = Manifest::decode(&manifest).ok()?.virtual_size;
+    Some(UploadRecord { id: id.to_owned(), owner, region, nonce, size, manifest, expires_at })
+}
+
 type BlockOutcome = Result<(usize, Option<(Digest, u64)>), String>;
 
 /// One append in progress.
@@ -198,6 +203,8 @@ pub struct UploadWriter {
     service: Service,
     id: String,
     store: BlockStore,
+    /// The upload's size when this append began.
+    start: u64,
     state: UploadState,
     /// The bytes of the block being filled, as received.
     pending: Vec<Bytes>,
@@ -360,9 +367,18 @@ impl UploadWriter {
                 .await
                 .map_err(|e| UploadError::Store(e.to_string()))?;
         }
-        self.service.save_upload(&self.id, &self.state.manifest)?;
-        // Each append pushes the expiry back.
-        self.service.write_upload_owner(&self.id, self.state.owner, &self.state.region, &self.state.nonce)?;
+        // Each append pushes the expiry back; it lands only if no other append (on this
+        // server or another) continued the upload meanwhile.
+        let saved = self
+            .service
+            .store()
+            .save_upload(&self.id, self.start, &m.encode(), new_size, self.service.upload_expiry_from_now())
+            .await
+            .map_err(store_err)?;
+        if !saved {
+            let now_size = self.service.store().get_upload(&self.id).await.map_err(store_err)?.map(|r| r.size);
+            return Err(now_size.map_or(UploadError::NotFound, |expected| UploadError::WrongOffset { expected }));
+        }
         Ok(new_size)
     }
 }

@@ -17,6 +17,11 @@ async fn service(dir: &std::path::Path) -> Service {
     Service::new(Arc::new(store), RegionCatalog::default(), Limits::default(), MasterKey::from_bytes([5; 32]), data)
 }
 
+async fn user(svc: &Service, name: &str) -> imaged_domain::AccountId {
+    let creds = svc.create_account(name, imaged_metastore::Role::User).await.expect("account");
+    imaged_domain::AccountId::parse(&creds.account_id).expect("id")
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -136,8 +141,8 @@ async fn a_stored_block_is_referenced_only_with_a_proof_of_its_bytes() {
     // Mallory knows the digest but not the bytes: a guessed proof, or one made under another
     // upload's nonce, references nothing.
     let theft = svc.create_upload(mallory, "ap-guangzhou").await.expect("upload");
-    let nonce = svc.upload_state(mallory, &theft).expect("state").nonce;
-    let alices_nonce = svc.upload_state(alice, &first).expect("state").nonce;
+    let nonce = svc.upload_state(mallory, &theft).await.expect("state").nonce;
+    let alices_nonce = svc.upload_state(alice, &first).await.expect("state").nonce;
     for proof in [[0u8; 32], digest.0, possession_proof(&alices_nonce, &secret)] {
         let mut w = svc.upload_writer(mallory, &theft, 0).await.expect("writer");
         assert_eq!(w.reference(&[(digest.0, proof)]).await.expect("refs"), 0);
@@ -152,11 +157,59 @@ async fn a_stored_block_is_referenced_only_with_a_proof_of_its_bytes() {
     // With the bytes, the proof holds: the block is added without being sent, and only the
     // prefix of valid references counts.
     let again = svc.create_upload(alice, "ap-guangzhou").await.expect("upload");
-    let nonce = svc.upload_state(alice, &again).expect("state").nonce;
+    let nonce = svc.upload_state(alice, &again).await.expect("state").nonce;
     let good = (digest.0, possession_proof(&nonce, &secret));
     let mut w = svc.upload_writer(alice, &again, 0).await.expect("writer");
     assert_eq!(w.reference(&[good, (digest.0, [1; 32]), good]).await.expect("refs"), 1);
     assert_eq!(w.finish().await.expect("finish"), 1 << 20);
-    let state = svc.upload_state(alice, &again).expect("state");
+    let state = svc.upload_state(alice, &again).await.expect("state");
     assert_eq!(state.manifest.blocks, vec![Some(digest)]);
+}
+
+#[tokio::test]
+async fn racing_appends_from_one_offset_land_once_and_the_loser_is_told_where_to_continue() {
+    use imaged_app::data::UploadError;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(dir.path()).await;
+    let owner = user(&svc, "racer").await;
+    let id = svc.create_upload(owner, "ap-guangzhou").await.expect("upload");
+    // Two servers (or two clients) both begin an append at 0.
+    let mut a = svc.upload_writer(owner, &id, 0).await.expect("writer a");
+    let mut b = svc.upload_writer(owner, &id, 0).await.expect("writer b");
+    a.write(bytes::Bytes::from(vec![1u8; 1 << 20])).await.expect("write a");
+    b.write(bytes::Bytes::from(vec![2u8; 2 << 20])).await.expect("write b");
+    assert_eq!(a.finish().await.expect("a lands"), 1 << 20);
+    match b.finish().await {
+        Err(UploadError::WrongOffset { expected }) => assert_eq!(expected, 1 << 20),
+        other => panic!("the second append must not land: {other:?}"),
+    }
+    let state = svc.upload_state(owner, &id).await.expect("state");
+    assert_eq!(state.manifest.virtual_size, 1 << 20, "only the first append counts");
+}
+
+#[tokio::test]
+async fn uploads_an_earlier_version_kept_as_files_continue_after_the_upgrade() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(dir.path()).await;
+    let owner = user(&svc, "upgrader").await;
+    // The files an earlier version wrote for a 1 MiB upload of one zero block.
+    let uploads = dir.path().join("uploads");
+    std::fs::create_dir_all(&uploads).expect("dir");
+    let id = "0123456789abcdef0123456789abcdef";
+    let far = imaged_domain::time::Timestamp(i64::from(i32::MAX));
+    std::fs::write(
+        uploads.join(format!("{id}.owner")),
+        format!("{owner}\nap-guangzhou\n{}\n{}\n", "ab".repeat(32), far.0),
+    )
+    .expect("owner");
+    let manifest = imaged_chunkstore::Manifest::zeroed(1 << 20, 1 << 20);
+    std::fs::write(uploads.join(format!("{id}.manifest")), manifest.encode()).expect("manifest");
+
+    svc.bootstrap(dir.path()).await.expect("bootstrap");
+    let state = svc.upload_state(owner, id).await.expect("the upload is in the store");
+    assert_eq!((state.manifest.virtual_size, state.nonce, state.expires_at), (1 << 20, [0xab; 32], far));
+    assert!(std::fs::read_dir(&uploads).expect("dir").next().is_none(), "the old files are gone");
+    let mut w = svc.upload_writer(owner, id, 1 << 20).await.expect("continues at its size");
+    w.write(bytes::Bytes::from(vec![7u8; 4096])).await.expect("write");
+    assert_eq!(w.finish().await.expect("finish"), (1 << 20) + 4096);
 }

@@ -8,6 +8,7 @@
 //! - [`sqlite`] and [`postgres`], behind features of the same names;
 //! - [`market`]: the marketplace's trait ([`MarketStore`]);
 //! - [`tke`]: the TKE and message-centre traits ([`TkeStore`], [`MessageStore`]);
+//! - [`uploads`]: uploads in progress ([`UploadStore`]), so any server continues any upload;
 //! - [`testsuite`]: the conformance suite, public so each backend's tests call it.
 //!
 //! The store knows nothing of HTTP or of the wire format; it keeps what the domain defines.
@@ -25,11 +26,14 @@ pub mod postgres;
 pub mod sqlite;
 pub mod testsuite;
 pub mod testsuite_market;
+pub mod testsuite_scale;
 pub mod testsuite_tke;
 pub mod tke;
+pub mod uploads;
 
 pub use market::{MarketStore, MeterStore};
 pub use tke::{MessageStore, TkeStore, TkeWrite};
+pub use uploads::{UploadRecord, UploadStore};
 
 /// What went wrong inside a backend. Callers map these to `InternalError`.
 #[derive(Debug, thiserror::Error)]
@@ -550,6 +554,7 @@ pub trait MetaStore:
     + MessageStore
     + MarketStore
     + MeterStore
+    + UploadStore
 {
 }
 impl<T> MetaStore for T where
@@ -565,6 +570,7 @@ impl<T> MetaStore for T where
         + MessageStore
         + MarketStore
         + MeterStore
+        + UploadStore
 {
 }
 

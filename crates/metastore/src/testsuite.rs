@@ -40,6 +40,7 @@ pub async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     a_signature_is_recorded_once_even_by_concurrent_servers(store.clone()).await;
     crate::testsuite_tke::run(store).await;
     crate::testsuite_market::run(store).await;
+    crate::testsuite_scale::run(store).await;
     storage_quotas_are_overridden_and_image_bytes_counted_per_owner(store).await;
 }
 

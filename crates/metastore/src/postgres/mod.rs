@@ -22,6 +22,7 @@ mod market;
 mod replay;
 mod schema;
 mod tke;
+mod uploads;
 
 /// Connections kept open. Each pipelines concurrent queries; transactions hold one alone.
 const CONNECTIONS: usize = 4;

@@ -211,4 +211,17 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX meter_segments_by_provider ON meter_segments(provider_id, started_at);
     CREATE INDEX meter_segments_open ON meter_segments(instance_id) WHERE ended_at IS NULL;",
     ),
+    (
+        11,
+        "CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        account_id BIGINT NOT NULL,
+        region TEXT NOT NULL,
+        nonce BYTEA NOT NULL,
+        size BIGINT NOT NULL,
+        manifest BYTEA NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX uploads_by_account ON uploads(account_id, expires_at);",
+    ),
 ];

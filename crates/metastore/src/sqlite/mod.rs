@@ -23,6 +23,7 @@ mod market;
 mod replay;
 mod schema;
 mod tke;
+mod uploads;
 
 /// Readers in the pool. Two cores serve the API; a few more than that hide disk waits.
 const READERS: usize = 4;

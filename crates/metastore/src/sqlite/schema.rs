@@ -210,4 +210,17 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX meter_segments_by_provider ON meter_segments(provider_id, started_at);
     CREATE INDEX meter_segments_open ON meter_segments(instance_id) WHERE ended_at IS NULL;",
     ),
+    (
+        11,
+        "CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        region TEXT NOT NULL,
+        nonce BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        manifest BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX uploads_by_account ON uploads(account_id, expires_at);",
+    ),
 ];
