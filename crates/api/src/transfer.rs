@@ -198,31 +198,19 @@ pub(crate) async fn download(State(service): State<Service>, req: Request<Body>)
         admit(&service, &auth, &SignatureUse { read_only: true, client: client_of(&parts.extensions) }).await?;
         let bucket = query_param(&query, "Bucket").ok_or_else(|| ApiError::missing("Bucket"))?;
         let name = query_param(&query, "Name").ok_or_else(|| ApiError::missing("Name"))?;
-        let path = service.exported_file(caller, &bucket, &name).await?.ok_or_else(|| {
+        let found = service.exported_file(caller, &bucket, &name).await?.ok_or_else(|| {
             ApiError::invalid_value(
                 code::RESOURCE_NOT_FOUND,
                 format!("No exported file `{name}` of yours in `{bucket}`."),
             )
         })?;
-        tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(&e))
+        let (len, stream) = found.open().await.map_err(|e| ApiError::internal(&e))?;
+        Ok((Body::from_stream(stream), len))
     }
     .await;
     match found {
-        Ok(file) => {
-            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-            let stream = futures::stream::unfold(file, |mut file| async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 1 << 20];
-                match file.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), file))
-                    }
-                    Err(e) => Some((Err(e), file)),
-                }
-            });
-            let mut resp = Response::new(Body::from_stream(stream));
+        Ok((body, len)) => {
+            let mut resp = Response::new(body);
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
                 resp.headers_mut().insert(axum::http::header::CONTENT_LENGTH, v);

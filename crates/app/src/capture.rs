@@ -155,7 +155,9 @@ impl Service {
             Some(id.clone()),
             serde_json::to_string(&params).map_err(|e| AppError::Conflict(e.to_string()))?,
             created,
-        );
+        )
+        // The capture reads the instance's disk: only its host can.
+        .on_host(self.host_of(&instance));
         match self.store().begin_capture(&image, quota, &instance, &job).await.map_err(AppError::from)? {
             Ok(_) => {
                 self.wake_workers();
@@ -188,7 +190,7 @@ impl Service {
             .ok_or_else(|| JobFailure::permanent("the instance was terminated"))?;
         if image.state != ImageState::Normal {
             // A previous attempt may have attached its manifest before it died.
-            self.store().detach_manifest(&image_id).await.map_err(JobFailure::retry)?;
+            self.store().detach_manifest(&image_id, Some(&job.fence())).await.map_err(JobFailure::retry)?;
             let key = instance.disk_base.clone().ok_or_else(|| JobFailure::permanent("the instance has no disk"))?;
             let base = self.load_base(&key)?;
             let region = image.region.clone().unwrap_or_default();
@@ -231,12 +233,12 @@ impl Service {
             let (manifest, stats) = ingested?;
             image.size_gib = manifest.virtual_size.div_ceil(1 << 30);
             let format = imaged_diskfmt::Format::Qcow2;
-            self.finish_import(&mut image, manifest, format, &store).await?;
+            self.finish_import(&mut image, manifest, format, &store, &job.fence()).await?;
             tracing::info!(image = %image.id, new_blocks = stats.new_blocks, new_bytes = stats.new_bytes, "captured");
         }
         if instance.busy() && instance.latest_operation == Some(InstanceOp::CreateImage) {
             instance.end(params.end_state(), None);
-            self.put_instance_metered(&instance).await.map_err(JobFailure::retry)?;
+            self.put_instance_metered(&instance, Some(&job.fence())).await.map_err(JobFailure::retry)?;
         }
         Ok(serde_json::json!({ "ImageId": image.id.to_string() }).to_string())
     }
@@ -247,7 +249,7 @@ impl Service {
         let Ok(Some(mut instance)) = self.store().get_instance(&params.instance).await else { return };
         if instance.busy() && instance.latest_operation == Some(InstanceOp::CreateImage) {
             instance.end(params.end_state(), Some(message.to_owned()));
-            let _ = self.put_instance_metered(&instance).await;
+            let _ = self.put_instance_metered(&instance, Some(&job.fence())).await;
         }
     }
 }

@@ -22,6 +22,25 @@ pub const DEFAULT_UPLOAD_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 /// The export bucket every installation has, in `DATA_DIR/buckets/exports`.
 pub const DEFAULT_BUCKET: &str = "exports";
 
+/// Where an export bucket keeps its files.
+#[derive(Clone, Debug)]
+pub enum Bucket {
+    /// A directory on this host (sparse files; one host only).
+    Local(PathBuf),
+    /// An object-store location every server reaches (S3-compatible).
+    Objects(Arc<dyn ObjectStore>),
+}
+
+impl Bucket {
+    /// The directory, for a local bucket.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Bucket::Local(dir) => Some(dir),
+            Bucket::Objects(_) => None,
+        }
+    }
+}
+
 /// The data plane's configuration, chosen by the binary.
 #[derive(Clone, Debug)]
 pub struct DataConfig {
@@ -38,8 +57,8 @@ pub struct DataConfig {
     pub https_ca_file: Option<PathBuf>,
     /// Largest virtual size accepted at import.
     pub max_virtual_size: u64,
-    /// Export buckets by name: a local directory each.
-    pub buckets: BTreeMap<String, PathBuf>,
+    /// Export buckets by name: a local directory or an object-store location each.
+    pub buckets: BTreeMap<String, Bucket>,
     /// Seconds a worker's claim on a job lasts without renewal (a crashed worker's jobs are
     /// taken over after this).
     pub job_lease_secs: u64,
@@ -65,7 +84,7 @@ impl DataConfig {
         let objects = object_store::local::LocalFileSystem::new_with_prefix(&blocks)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut buckets = BTreeMap::new();
-        buckets.insert(DEFAULT_BUCKET.to_owned(), data_dir.join("buckets").join(DEFAULT_BUCKET));
+        buckets.insert(DEFAULT_BUCKET.to_owned(), Bucket::Local(data_dir.join("buckets").join(DEFAULT_BUCKET)));
         Ok(Self {
             data_dir: data_dir.to_owned(),
             objects: Arc::new(objects),

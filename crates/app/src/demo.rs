@@ -84,7 +84,7 @@ impl Service {
         let mut image = image.clone();
         image.size_gib = image.size_gib.max(stats.virtual_size.div_ceil(1 << 30));
         image.source_format = Some(format.as_str().to_owned());
-        let _ = self.store().detach_manifest(&image.id).await;
+        let _ = self.store().detach_manifest(&image.id, None).await;
         let record = ManifestRecord {
             image: image.id.clone(),
             region: CATALOGUE_REGION.to_owned(),

@@ -1,5 +1,5 @@
 //! `ExportImages`: a custom image's blocks written out as RAW, QCOW2, VHD or VMDK into a bucket
-//! (a local directory the operator names), by a durable job.
+//! (a local directory, or an object-store location every server reaches), by a durable job.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,11 @@ use imaged_chunkstore::{BlockStore, Manifest};
 use imaged_diskfmt::Format;
 use imaged_domain::{AccountId, ImageId, ImageKind, ImageState, Region};
 use imaged_metastore::{ExportedFile, JobRecord};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Bucket;
 use crate::disk::convert_from_raw;
 use crate::ingest::Progress;
 use crate::jobs::JobFailure;
@@ -176,35 +179,55 @@ impl Service {
         Ok(Some(ExportStarted { task_id, paths }))
     }
 
-    /// The local path of an exported file, if `caller` exported it: downloads are authorised
-    /// on the record the export job made, never on the file's name.
+    /// Where an exported file is, if `caller` exported it: downloads are authorised on the
+    /// record the export job made, never on the file's name.
     pub async fn exported_file(
         &self,
         caller: AccountId,
         bucket: &str,
         name: &str,
-    ) -> Result<Option<PathBuf>, AppError> {
-        let Some(dir) = self.data().buckets.get(bucket) else { return Ok(None) };
+    ) -> Result<Option<ExportedObject>, AppError> {
+        let Some(bucket_at) = self.data().buckets.get(bucket).cloned() else { return Ok(None) };
         if name.contains('/') || name.starts_with('.') || name.is_empty() {
             return Ok(None);
         }
         let Some(record) = self.store().exported_file(bucket, name).await? else { return Ok(None) };
-        let path = dir.join(name);
-        Ok((record.account == caller && path.is_file()).then_some(path))
+        if record.account != caller {
+            return Ok(None);
+        }
+        Ok(match bucket_at {
+            Bucket::Local(dir) => Some(dir.join(name)).filter(|p| p.is_file()).map(ExportedObject::File),
+            Bucket::Objects(store) => {
+                let path = ObjectPath::from(name);
+                match store.head(&path).await {
+                    Ok(meta) => Some(ExportedObject::Object { store, path, size: meta.size }),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(AppError::Conflict(format!("the bucket `{bucket}` failed: {e}"))),
+                }
+            }
+        })
     }
 
     /// The job: each image's blocks to a sparse raw file, converted when asked, then renamed
-    /// into place (a reader never sees a half-written file under the final name).
+    /// into place (a reader never sees a half-written file under the final name); into an
+    /// object-store bucket a RAW export is streamed block by block as one multipart upload,
+    /// which appears under its name only when complete.
     pub(crate) async fn run_export(&self, job: &JobRecord, progress: Arc<Progress>) -> Result<String, JobFailure> {
         let params: ExportParams =
             serde_json::from_str(&job.params).map_err(|e| JobFailure::permanent(format!("bad job parameters: {e}")))?;
-        let dir = self
+        let bucket = self
             .data()
             .buckets
             .get(&params.bucket)
             .cloned()
             .ok_or_else(|| JobFailure::permanent(format!("bucket `{}` is gone", params.bucket)))?;
+        // Work files of an object-store bucket are this job's scratch.
+        let dir = match &bucket {
+            Bucket::Local(dir) => dir.clone(),
+            Bucket::Objects(_) => self.data().scratch_dir().join(format!("export-{}", job.id)),
+        };
         std::fs::create_dir_all(&dir).map_err(JobFailure::retry)?;
+        let _scratch = matches!(bucket, Bucket::Objects(_)).then(|| TempDir(dir.clone()));
         let format = Format::parse(&params.format).ok_or_else(|| JobFailure::permanent("bad format"))?;
         let store = self.data().region_blocks(&job.region);
         let mut manifests = Vec::new();
@@ -222,10 +245,6 @@ impl Service {
         progress.total.store(total.max(1), Ordering::Relaxed);
         let mut written = Vec::new();
         for ((manifest, name), (image, _)) in manifests.iter().zip(&params.items) {
-            // Work files are removed whatever happens; only the renamed result stays.
-            let tmp_raw = TempFile(dir.join(format!(".{name}.{}.raw", job.id)));
-            materialise(&store, manifest, &tmp_raw.0, &progress).await?;
-            let final_path = dir.join(name);
             let record = ExportedFile {
                 bucket: params.bucket.clone(),
                 name: name.clone(),
@@ -236,6 +255,15 @@ impl Service {
             };
             // Recorded before the file has its name, so no file is ever downloadable unrecorded.
             self.store().record_export(&record).await.map_err(JobFailure::retry)?;
+            if let (Bucket::Objects(objects), Format::Raw) = (&bucket, format) {
+                stream_raw(&store, manifest, objects.as_ref(), &ObjectPath::from(name.as_str()), &progress).await?;
+                written.push(name.clone());
+                continue;
+            }
+            // Work files are removed whatever happens; only the renamed result stays.
+            let tmp_raw = TempFile(dir.join(format!(".{name}.{}.raw", job.id)));
+            materialise(&store, manifest, &tmp_raw.0, &progress).await?;
+            let final_path = dir.join(name);
             if format == Format::Raw {
                 std::fs::rename(&tmp_raw.0, &final_path).map_err(JobFailure::retry)?;
             } else {
@@ -249,7 +277,12 @@ impl Service {
                     tracing::warn!(job = job.id, "export conversion failed: {e}");
                     JobFailure::retry("the conversion to the export format failed")
                 })?;
-                std::fs::rename(&tmp_out.0, &final_path).map_err(JobFailure::retry)?;
+                match &bucket {
+                    Bucket::Local(_) => std::fs::rename(&tmp_out.0, &final_path).map_err(JobFailure::retry)?,
+                    Bucket::Objects(objects) => {
+                        upload_file(&tmp_out.0, objects.as_ref(), &ObjectPath::from(name.as_str())).await?;
+                    }
+                }
             }
             written.push(name.clone());
         }
@@ -274,6 +307,157 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// A work directory removed, with what is in it, when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An exported file, where a download reads it.
+#[derive(Debug)]
+pub enum ExportedObject {
+    /// A file of a local bucket.
+    File(PathBuf),
+    /// An object of an object-store bucket.
+    Object {
+        /// The bucket's store.
+        store: Arc<dyn ObjectStore>,
+        /// The object.
+        path: ObjectPath,
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
+/// The bytes of an exported file as a download reads them.
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+impl ExportedObject {
+    /// Its size and its bytes, streamed (1 MiB reads of a local file; the object store's own
+    /// chunks of an object).
+    pub async fn open(self) -> std::io::Result<(u64, ByteStream)> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        match self {
+            ExportedObject::File(path) => {
+                let file = tokio::fs::File::open(&path).await?;
+                let len = file.metadata().await?.len();
+                let stream = futures::stream::unfold(file, |mut file| async move {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut buf = vec![0u8; 1 << 20];
+                    match file.read(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((Ok(bytes::Bytes::from(buf)), file))
+                        }
+                        Err(e) => Some((Err(e), file)),
+                    }
+                });
+                Ok((len, stream.boxed()))
+            }
+            ExportedObject::Object { store, path, size } => {
+                let got = store.get(&path).await.map_err(std::io::Error::other)?;
+                Ok((size, got.into_stream().map_err(std::io::Error::other).boxed()))
+            }
+        }
+    }
+}
+
+/// Parts of a multipart upload (S3 wants at least 5 MiB but the last).
+const PART_BYTES: usize = 16 << 20;
+/// Parts uploaded at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Blocks read (and verified) ahead of the upload.
+const BLOCKS_AHEAD: usize = 8;
+
+/// Streams a manifest's disk, in order (zero blocks as zeros), into one multipart upload at
+/// `path`: every block verified as it is read, nothing written to a local file; aborted on any
+/// failure, so no partial object ever has the name.
+async fn stream_raw(
+    blocks: &BlockStore,
+    manifest: &Manifest,
+    objects: &dyn ObjectStore,
+    path: &ObjectPath,
+    progress: &Progress,
+) -> Result<(), JobFailure> {
+    use futures::StreamExt as _;
+    let upload = objects.put_multipart(path).await.map_err(JobFailure::retry)?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let bs = u64::from(manifest.block_size);
+    let zeros = bytes::Bytes::from(vec![0u8; manifest.block_size as usize]);
+    let store = blocks.clone();
+    let reads = futures::stream::iter(manifest.blocks.clone().into_iter().enumerate())
+        .map(move |(i, block)| {
+            let (store, zeros) = (store.clone(), zeros.clone());
+            async move {
+                match block {
+                    Some(digest) => store.get_bytes(&digest).await.map_err(|e| JobFailure::permanent(e.to_string())),
+                    None => Ok(zeros),
+                }
+                .map(|data| (i, data))
+            }
+        })
+        .buffered(BLOCKS_AHEAD)
+        .boxed();
+    let mut reads = reads;
+    let outcome: Result<(), JobFailure> = async {
+        while let Some(next) = reads.next().await {
+            let (i, data) = next?;
+            // The last block is as long as what is left of the disk.
+            let left = manifest.virtual_size.saturating_sub(i as u64 * bs);
+            let take = usize::try_from(left.min(data.len() as u64)).unwrap_or(data.len());
+            writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(JobFailure::retry)?;
+            writer.put(data.slice(..take));
+            progress.done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    .await;
+    complete(writer, outcome).await
+}
+
+/// Completes a multipart upload whose parts all went, else aborts it (no object appears).
+async fn complete(writer: object_store::WriteMultipart, outcome: Result<(), JobFailure>) -> Result<(), JobFailure> {
+    match outcome {
+        Ok(()) => writer.finish().await.map(|_| ()).map_err(JobFailure::retry),
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Uploads a local work file to `path` as one multipart upload (aborted on failure).
+async fn upload_file(file: &Path, objects: &dyn ObjectStore, path: &ObjectPath) -> Result<(), JobFailure> {
+    use tokio::io::AsyncReadExt as _;
+    let mut reader = tokio::fs::File::open(file).await.map_err(JobFailure::retry)?;
+    let upload = objects.put_multipart(path).await.map_err(JobFailure::retry)?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let outcome: Result<(), JobFailure> = async {
+        loop {
+            let mut buf = vec![0u8; PART_BYTES];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..]).await.map_err(JobFailure::retry)? {
+                    0 => break,
+                    n => filled += n,
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            buf.truncate(filled);
+            writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(JobFailure::retry)?;
+            writer.put(bytes::Bytes::from(buf));
+        }
+    }
+    .await;
+    complete(writer, outcome).await
 }
 
 impl Service {

@@ -67,6 +67,13 @@ impl Service {
         self
     }
 
+    /// The same service on the host named `host` (instances it launches are held here; the
+    /// instance jobs of this host run only on servers of the same name).
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.guests.host = host.into();
+        self
+    }
+
     /// This host's name (`Placement.HostId` of the instances it runs).
     pub fn host_name(&self) -> &str {
         &self.guests.host
@@ -218,7 +225,7 @@ impl Service {
         tracing::info!(instance = %id, "{note}");
         instance.state = InstanceState::Stopped;
         instance.guest.note = Some(note);
-        if let Err(e) = self.put_instance_metered(&instance).await {
+        if let Err(e) = self.put_instance_metered(&instance, None).await {
             tracing::warn!(instance = %id, "recording the guest's end: {e}");
         }
     }

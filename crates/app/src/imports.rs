@@ -10,7 +10,7 @@ use imaged_diskfmt::{detect_compression, inspect, Compression, Format, Policy};
 use imaged_domain::import::{check_family, check_import_target, ImportRuleError};
 use imaged_domain::rules::{validate_image_description, validate_image_name, NameError};
 use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, Region, ReleaseStatus, Tag};
-use imaged_metastore::{JobRecord, ManifestRecord, MetaStoreError, Refused};
+use imaged_metastore::{JobFence, JobRecord, ManifestRecord, MetaStoreError, Refused};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::convert_to_raw;
@@ -326,7 +326,7 @@ impl Service {
                                 (m, other)
                             }
                         };
-                        return self.finish_import(image, manifest, format, &store).await;
+                        return self.finish_import(image, manifest, format, &store, &job.fence()).await;
                     }
                     None => {
                         // A compressed upload: decompress it from a local copy.
@@ -355,7 +355,7 @@ impl Service {
             other => (self.convert(&source, other, inspection.virtual_size, scratch).await?, Format::Raw),
         };
         let (manifest, _) = self.ingest_into(IngestSource::File { path, format: read_as }, &region, progress).await?;
-        self.finish_import(image, manifest, inspection.format, &store).await
+        self.finish_import(image, manifest, inspection.format, &store, &job.fence()).await
     }
 
     /// Cross-checks and converts a vmdk/vhd/vhdx to raw with qemu-img (after inspection).
@@ -378,6 +378,7 @@ impl Service {
         manifest: imaged_chunkstore::Manifest,
         format: Format,
         store: &imaged_chunkstore::BlockStore,
+        fence: &JobFence,
     ) -> Result<String, JobFailure> {
         let blocks: Vec<String> = manifest.distinct().iter().map(Digest::to_hex).collect();
         image.state = ImageState::Normal;
@@ -394,7 +395,7 @@ impl Service {
         };
         let in_progress =
             if image.source == ImageSource::CreateImage { ImageState::Creating } else { ImageState::Importing };
-        self.commit_manifest(image, &record, store, in_progress, true).await?;
+        self.commit_manifest(image, &record, store, in_progress, true, fence).await?;
         tracing::info!(image = %image.id, format = format.as_str(), size = manifest.virtual_size, "image complete");
         Ok(serde_json::json!({
             "Format": format.as_str(),
@@ -417,6 +418,7 @@ impl Service {
         store: &imaged_chunkstore::BlockStore,
         in_progress: ImageState,
         metered: bool,
+        fence: &JobFence,
     ) -> Result<(), JobFailure> {
         if let Some(owner) = image.owner {
             let usage = self.storage_usage(owner).await.map_err(JobFailure::retry)?;
@@ -438,7 +440,7 @@ impl Service {
         for hex in &fresh {
             let digest = Digest::from_hex(hex).ok_or_else(|| JobFailure::permanent("bad digest"))?;
             if !store.contains(&digest).await.map_err(|e| JobFailure::retry(e.to_string()))? {
-                let _ = self.store().detach_manifest(&image.id).await;
+                let _ = self.store().detach_manifest(&image.id, Some(fence)).await;
                 return Err(JobFailure::retry(format!("block {hex} vanished before the image was complete")));
             }
         }
@@ -447,8 +449,13 @@ impl Service {
             (true, Some(_)) => vec![self.storage_segment(image)],
             _ => Vec::new(),
         };
-        if !self.store().finish_image_metered(image, in_progress, &open).await.map_err(JobFailure::retry)? {
-            let _ = self.store().detach_manifest(&image.id).await;
+        if !self
+            .store()
+            .finish_image_metered(image, in_progress, &open, Some(fence))
+            .await
+            .map_err(JobFailure::retry)?
+        {
+            let _ = self.store().detach_manifest(&image.id, Some(fence)).await;
             return Err(JobFailure::permanent("the image was deleted"));
         }
         Ok(())

@@ -264,7 +264,7 @@ impl Service {
             return Ok(Vec::new());
         }
         let ids = params.instances.clone();
-        let job = self.instance_job("launch", region, caller, &params)?;
+        let job = self.instance_job("launch", region, caller, &params, self.host_name())?;
         let token = req.client_token.as_deref();
         match self.store().insert_instances_with_job(&instances, &job, token).await? {
             Ok(_) => {
@@ -313,6 +313,7 @@ impl Service {
                 system_disk_gib: disk_gib,
                 tags: req.tags.clone(),
                 disk_base: None,
+                host: Some(self.host_name().to_owned()),
                 market_mark: image.market_mark.clone(),
                 windows: image.platform.eq_ignore_ascii_case("Windows"),
                 guest,
@@ -343,15 +344,47 @@ impl Service {
         Ok(self.store().instances_for_token(caller, token).await?.unwrap_or_default())
     }
 
+    /// A job of `kind` for `params`, run only by the workers of `host`.
     pub(crate) fn instance_job(
         &self,
         kind: &str,
         region: &Region,
         caller: AccountId,
         params: &InstanceJob,
+        host: &str,
     ) -> Result<JobRecord, AppError> {
         let params = serde_json::to_string(params).map_err(|e| AppError::Conflict(e.to_string()))?;
-        Ok(JobRecord::queued(kind, &region.region, caller, None, params, now()))
+        Ok(JobRecord::queued(kind, &region.region, caller, None, params, now()).on_host(host))
+    }
+
+    /// The host that holds an instance's disk.
+    pub(crate) fn host_of<'a>(&'a self, instance: &'a Instance) -> &'a str {
+        instance.host.as_deref().unwrap_or_else(|| self.host_name())
+    }
+
+    /// `instances` grouped by the host holding their disks, each group with the job (of
+    /// `kind`, for `params` narrowed to the group) that its host's workers run.
+    pub(crate) fn jobs_by_host(
+        &self,
+        kind: &str,
+        region: &Region,
+        caller: AccountId,
+        params: &InstanceJob,
+        instances: Vec<Instance>,
+    ) -> Result<Vec<(Vec<Instance>, JobRecord)>, AppError> {
+        let mut groups: std::collections::BTreeMap<String, Vec<Instance>> = std::collections::BTreeMap::new();
+        for instance in instances {
+            groups.entry(self.host_of(&instance).to_owned()).or_default().push(instance);
+        }
+        groups
+            .into_iter()
+            .map(|(host, group)| {
+                let ids: Vec<InstanceId> = group.iter().map(|i| i.id.clone()).collect();
+                let narrowed = InstanceJob { instances: ids, ..params.clone() };
+                let job = self.instance_job(kind, region, caller, &narrowed, &host)?;
+                Ok((group, job))
+            })
+            .collect()
     }
 
     /// `DescribeInstances`: the caller's instances in `region` that match, one page of them.
@@ -421,15 +454,15 @@ impl Service {
         instances: &[Instance],
         params: &InstanceJob,
     ) -> Result<(), InstanceError> {
-        let job = self.instance_job("instance", region, caller, params)?;
-        match self.store().begin_operation(instances, &job).await? {
-            Ok(_) => {
-                self.wake_workers();
-                Ok(())
+        // One job per host: each host's workers operate the disks they hold.
+        for (group, job) in self.jobs_by_host("instance", region, caller, params, instances.to_vec())? {
+            match self.store().begin_operation(&group, &job).await? {
+                Ok(_) => self.wake_workers(),
+                Err(Refused::Busy) => return Err(InstanceRuleError::Busy.into()),
+                Err(other) => return Err(AppError::Conflict(format!("{other:?}")).into()),
             }
-            Err(Refused::Busy) => Err(InstanceRuleError::Busy.into()),
-            Err(other) => Err(AppError::Conflict(format!("{other:?}")).into()),
         }
+        Ok(())
     }
 
     /// `ResetInstance`: reinstalls the system disk from `image_id` (default: the instance's
@@ -485,7 +518,7 @@ impl Service {
                 }
                 None => instance.end(InstanceState::LaunchFailed, Some(format!("the image {image} has no bytes"))),
             }
-            self.put_instance_metered(&instance).await.map_err(JobFailure::retry)?;
+            self.put_instance_metered(&instance, Some(&job.fence())).await.map_err(JobFailure::retry)?;
         }
         Ok(serde_json::json!({ "Launched": launched }).to_string())
     }
@@ -518,7 +551,10 @@ impl Service {
                             return Err(JobFailure::retry(e));
                         }
                     }
-                    self.store().delete_instance_metered(id, self.clock_now()).await.map_err(JobFailure::retry)?;
+                    self.store()
+                        .delete_instance_metered(id, self.clock_now(), Some(&job.fence()))
+                        .await
+                        .map_err(JobFailure::retry)?;
                     continue;
                 }
                 InstanceOp::Reset => {
@@ -544,7 +580,7 @@ impl Service {
             }
             let prior = instance.state;
             instance.end(final_state(op, prior), None);
-            self.put_instance_metered(&instance).await.map_err(JobFailure::retry)?;
+            self.put_instance_metered(&instance, Some(&job.fence())).await.map_err(JobFailure::retry)?;
         }
         Ok("{}".into())
     }
@@ -567,7 +603,7 @@ impl Service {
                 other => other,
             };
             instance.end(state, Some(message.to_owned()));
-            if let Err(e) = self.put_instance_metered(&instance).await {
+            if let Err(e) = self.put_instance_metered(&instance, Some(&job.fence())).await {
                 tracing::warn!(instance = %id, "marking the instance's operation failed: {e}");
             }
         }

@@ -1,20 +1,33 @@
 //! The job runner: workers claim durable jobs with a lease, renew it while they work (recording
 //! progress), and finish them. A worker that dies loses its lease and another takes the job
-//! over from the start; every job is written to be re-run safely. A job that keeps failing is
-//! given up after [`MAX_ATTEMPTS`], and what it was filling is marked failed.
+//! over from the start; every job is written to be re-run safely. Leases are kept by the
+//! database's clock, and every write a job makes (its progress, its image's state, its
+//! instances, its end) is fenced by its lease ([`JobFence`]): a worker that lost the job
+//! writes nothing more, and one that could not confirm a renewal within its lease stops. A
+//! failed run is retried after a back-off; a job that keeps failing is given up after
+//! [`MAX_ATTEMPTS`], and what it was filling is marked failed. Jobs pinned to a host (an
+//! instance's) are claimed only by that host's workers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use imaged_domain::time::Timestamp;
 use imaged_domain::ImageState;
-use imaged_metastore::{JobRecord, JobState};
+use imaged_metastore::{JobFence, JobRecord, JobState};
 
 use crate::ingest::Progress;
 use crate::service::{now, Service};
 
 /// Claims of one job before it is given up.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// The wait before the first retry of a failed run; it doubles with every attempt.
+const RETRY_BASE_MS: u64 = 500;
+/// The longest wait before a retry.
+const RETRY_MAX_MS: u64 = 60_000;
+
+/// How long a job that failed its `attempts`-th run waits before it may be claimed again.
+pub fn retry_delay_ms(attempts: u32) -> u64 {
+    RETRY_BASE_MS.saturating_mul(1u64 << attempts.saturating_sub(1).min(20)).min(RETRY_MAX_MS)
+}
 
 /// Jobs that move an image's bytes and may take long: imports, exports, captures, copies.
 pub const TRANSFER_KINDS: &[&str] = &["import", "export", "capture", "sync"];
@@ -86,8 +99,8 @@ impl Service {
 
     async fn worker_loop(self, name: String, kinds: &'static [&'static str], per_account: u32) {
         loop {
-            let lease = self.lease_until();
-            match self.store().claim_job(&name, kinds, per_account, now(), lease).await {
+            let lease_ms = self.lease_ms();
+            match self.store().claim_job(&name, self.host_name(), kinds, per_account, lease_ms, now()).await {
                 Ok(Some(job)) => self.run_job(&name, job).await,
                 Ok(None) => {
                     tokio::select! {
@@ -103,18 +116,19 @@ impl Service {
         }
     }
 
-    fn lease_until(&self) -> Timestamp {
-        Timestamp(now().0 + i64::try_from(self.data().job_lease_secs).unwrap_or(30))
+    fn lease_ms(&self) -> u64 {
+        self.data().job_lease_secs.saturating_mul(1000).max(1000)
     }
 
-    async fn run_job(&self, worker: &str, job: JobRecord) {
+    async fn run_job(&self, _worker: &str, job: JobRecord) {
+        let fence = job.fence();
         tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job started");
         let outcome = if job.attempts > MAX_ATTEMPTS {
             Err(JobFailure::permanent(format!("gave up after {MAX_ATTEMPTS} attempts")))
         } else {
             let progress = Arc::new(Progress::default());
             let work = self.execute(&job, Arc::clone(&progress));
-            let renew = self.keep_lease(worker, &job, &progress);
+            let renew = self.keep_lease(&fence, &job, &progress);
             tokio::select! {
                 r = work => r,
                 why = renew => {
@@ -127,7 +141,8 @@ impl Service {
                         Interrupted::Cancelled => {
                             tracing::info!(job = job.id, "job cancelled: its image was deleted");
                             let error = "cancelled: the image was deleted";
-                            if let Err(e) = self.store().finish_job(job.id, JobState::Failed, None, Some(error), now()).await {
+                            let ended = self.store().finish_job(&fence, JobState::Failed, None, Some(error), 0, now()).await;
+                            if let Err(e) = ended {
                                 tracing::warn!(job = job.id, "recording the job's end failed: {e}");
                             }
                             return;
@@ -139,14 +154,15 @@ impl Service {
         // What tenants read (FailureReason, ErrorMsg, task errors) never names the server's files.
         let outcome = outcome.map_err(|f| JobFailure { message: self.redact_paths(&f.message), ..f });
         let finished = match &outcome {
-            Ok(result) => self.store().finish_job(job.id, JobState::Succeeded, Some(result), None, now()).await,
+            Ok(result) => self.store().finish_job(&fence, JobState::Succeeded, Some(result), None, 0, now()).await,
             Err(f) if f.permanent || job.attempts >= MAX_ATTEMPTS => {
                 self.fail_job_target(&job, &f.message).await;
-                self.store().finish_job(job.id, JobState::Failed, None, Some(&f.message), now()).await
+                self.store().finish_job(&fence, JobState::Failed, None, Some(&f.message), 0, now()).await
             }
             Err(f) => {
-                tracing::warn!(job = job.id, "job failed, will retry: {}", f.message);
-                self.store().finish_job(job.id, JobState::Queued, None, Some(&f.message), now()).await
+                let delay = retry_delay_ms(job.attempts);
+                tracing::warn!(job = job.id, delay_ms = delay, "job failed, will retry: {}", f.message);
+                self.store().finish_job(&fence, JobState::Queued, None, Some(&f.message), delay, now()).await
             }
         };
         if let Err(e) = finished {
@@ -173,16 +189,25 @@ impl Service {
 
     /// Renews the lease every third of its length (at least once a second, so progress stays
     /// fresh), recording progress on the job and on the image it fills or copies; returns only
-    /// when the lease is lost, or when the image an import fills was deleted (cancelled).
-    async fn keep_lease(&self, worker: &str, job: &JobRecord, progress: &Progress) -> Interrupted {
-        let period = Duration::from_millis((self.data().job_lease_secs * 1000 / 3).clamp(200, 1000));
+    /// when the lease is lost (another worker holds it, or no renewal was confirmed within the
+    /// lease, so another may), or when the image an import fills was deleted (cancelled).
+    async fn keep_lease(&self, fence: &JobFence, job: &JobRecord, progress: &Progress) -> Interrupted {
+        let lease = Duration::from_millis(self.lease_ms());
+        let period = (lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let mut confirmed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
             let pct = progress.percent();
-            match self.store().renew_job(job.id, worker, pct, self.lease_until(), now()).await {
-                Ok(true) => {}
+            let asked = tokio::time::Instant::now();
+            match self.store().renew_job(fence, pct, self.lease_ms(), now()).await {
+                Ok(true) => confirmed = asked,
                 Ok(false) => return Interrupted::LeaseLost,
                 Err(e) => tracing::warn!(job = job.id, "renewing the lease failed: {e}"),
+            }
+            // Stop before the lease could have lapsed: a margin of one period for the clocks.
+            if confirmed.elapsed() + period >= lease {
+                tracing::warn!(job = job.id, "no renewal confirmed within the lease: stopping");
+                return Interrupted::LeaseLost;
             }
             if let Some(id) = &job.image {
                 let found = self.store().get_image(id).await;
@@ -199,7 +224,7 @@ impl Service {
                     if *field != Some(pct) {
                         *field = Some(pct);
                         // Only while the job has not moved the image on meanwhile.
-                        let _ = self.store().update_image_if_state(&image, state).await;
+                        let _ = self.store().update_image_if_state(&image, state, Some(fence)).await;
                     }
                 }
             }
@@ -210,10 +235,11 @@ impl Service {
     /// placeholder: a failure's text may quote a tool that names files.
     fn redact_paths(&self, message: &str) -> String {
         let data = self.data();
-        let mut dirs: Vec<String> = std::iter::once(&data.data_dir)
-            .chain(data.import_dir.iter())
-            .chain(data.buckets.values())
-            .flat_map(|d| [d.canonicalize().ok(), Some(d.clone())])
+        let bucket_dirs: Vec<&std::path::Path> = data.buckets.values().filter_map(|b| b.dir()).collect();
+        let mut dirs: Vec<String> = std::iter::once(data.data_dir.as_path())
+            .chain(data.import_dir.as_deref())
+            .chain(bucket_dirs)
+            .flat_map(|d| [d.canonicalize().ok(), Some(d.to_path_buf())])
             .flatten()
             .map(|d| d.to_string_lossy().into_owned())
             .filter(|d| d.len() > 1)
@@ -234,13 +260,13 @@ impl Service {
             _ => {}
         }
         if let Some(id) = &job.image {
-            self.fail_image(id, message).await;
+            self.fail_image(id, message, Some(&job.fence())).await;
         }
     }
 
     /// Marks an image that was being imported or created as failed, with the reason, and
     /// releases what its manifest held.
-    pub(crate) async fn fail_image(&self, id: &imaged_domain::ImageId, message: &str) {
+    pub(crate) async fn fail_image(&self, id: &imaged_domain::ImageId, message: &str, fence: Option<&JobFence>) {
         let Ok(Some(mut image)) = self.store().get_image(id).await else { return };
         let failed = match image.state {
             ImageState::Importing => ImageState::ImportFailed,
@@ -248,12 +274,14 @@ impl Service {
             _ => return,
         };
         let was = image.state;
-        let _ = self.store().detach_manifest(id).await;
+        if self.store().detach_manifest(id, fence).await.is_err() {
+            return; // the lease is lost: the new owner decides
+        }
         image.state = failed;
         image.failure_reason = Some(message.to_owned());
         image.progress = None;
         // Only if it is still in progress (a deleted image stays deleted).
-        if let Err(e) = self.store().update_image_if_state(&image, was).await {
+        if let Err(e) = self.store().update_image_if_state(&image, was, fence).await {
             tracing::warn!(image = %id, "marking the image failed: {e}");
         }
     }

@@ -76,10 +76,15 @@ impl Service {
 
     /// Stores `instance` as a job leaves it, closing its open segments and, if it runs, opening
     /// its new ones, in one transaction.
-    pub(crate) async fn put_instance_metered(&self, instance: &Instance) -> Result<(), MetaStoreError> {
+    /// A job writes under its `fence`.
+    pub(crate) async fn put_instance_metered(
+        &self,
+        instance: &Instance,
+        fence: Option<&imaged_metastore::JobFence>,
+    ) -> Result<(), MetaStoreError> {
         let open =
             if instance.state == InstanceState::Running { self.segments_for(instance).await? } else { Vec::new() };
-        self.store().put_instances_metered(std::slice::from_ref(instance), &open, self.clock_now()).await
+        self.store().put_instances_metered(std::slice::from_ref(instance), &open, self.clock_now(), fence).await
     }
 
     /// `DescribeUsage`: the caller's usage lines over `[from, to)` (of one kind, if given).

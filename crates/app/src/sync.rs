@@ -228,7 +228,7 @@ impl Service {
                 continue; // copied before a crash
             }
             // A previous attempt may have attached its manifest before it died.
-            self.store().detach_manifest(copy_id).await.map_err(JobFailure::retry)?;
+            self.store().detach_manifest(copy_id, Some(&job.fence())).await.map_err(JobFailure::retry)?;
             let to = self.data().region_blocks(dest_region);
             let mut touches = Vec::new();
             let mut copies = tokio::task::JoinSet::new();
@@ -250,7 +250,7 @@ impl Service {
             copy.state = ImageState::Normal;
             copy.progress = None;
             let dest = ManifestRecord { image: copy_id.clone(), region: dest_region.clone(), ..record.clone() };
-            self.commit_manifest(&copy, &dest, &to, ImageState::Creating, false).await?;
+            self.commit_manifest(&copy, &dest, &to, ImageState::Creating, false, &job.fence()).await?;
             tracing::info!(image = %copy_id, region = %dest_region, "copy complete");
         }
         self.end_sync(&source_id).await;
@@ -274,7 +274,7 @@ impl Service {
     pub(crate) async fn fail_sync(&self, job: &JobRecord, message: &str) {
         if let Ok(params) = serde_json::from_str::<SyncParams>(&job.params) {
             for (copy, _) in &params.copies {
-                self.fail_image(copy, message).await;
+                self.fail_image(copy, message, Some(&job.fence())).await;
             }
         }
         if let Some(source) = &job.image {

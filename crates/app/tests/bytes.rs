@@ -72,10 +72,10 @@ async fn gc_collects_only_unreferenced_blocks_past_the_grace_period() {
     let before = stored(&svc).await;
     assert!(before >= 2);
     // Both images share their blocks: releasing one frees nothing.
-    svc.store().detach_manifest(&drop_me).await.expect("detach");
+    svc.store().detach_manifest(&drop_me, None).await.expect("detach");
     assert_eq!(svc.collect_garbage(CATALOGUE_REGION, Duration::ZERO).await.expect("gc").deleted_blocks, 0);
     // Releasing the last reference: kept during the grace period, collected after it.
-    svc.store().detach_manifest(&keep).await.expect("detach");
+    svc.store().detach_manifest(&keep, None).await.expect("detach");
     assert_eq!(svc.collect_garbage(CATALOGUE_REGION, Duration::from_secs(3600)).await.expect("gc").deleted_blocks, 0);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let report = svc.collect_garbage(CATALOGUE_REGION, Duration::ZERO).await.expect("gc");
@@ -102,12 +102,11 @@ async fn gc_keeps_blocks_a_running_job_may_still_need() {
     assert_eq!(report.deleted_blocks, 0, "a job older than the block may still need it");
     assert!(blocks.contains(&digest).await.expect("head"));
     // Once the job is over, the unreferenced block goes.
+    let at = imaged_domain::time::Timestamp(now);
+    let claimed = svc.store().claim_job("w", "h", &["import"], 1, 30_000, at).await.expect("claim").expect("the job");
+    assert_eq!(claimed.id, job_id);
     svc.store()
-        .claim_job("w", &["import"], 1, imaged_domain::time::Timestamp(now), imaged_domain::time::Timestamp(now + 30))
-        .await
-        .expect("claim");
-    svc.store()
-        .finish_job(job_id, imaged_metastore::JobState::Failed, None, Some("test"), imaged_domain::time::Timestamp(now))
+        .finish_job(&claimed.fence(), imaged_metastore::JobState::Failed, None, Some("test"), 0, at)
         .await
         .expect("finish");
     assert_eq!(svc.collect_garbage(region, Duration::ZERO).await.expect("gc").deleted_blocks, 1);

@@ -123,6 +123,10 @@ pub struct Instance {
     pub tags: Vec<Tag>,
     /// The content key of the base the system disk's overlay sits on, once the disk exists.
     pub disk_base: Option<String>,
+    /// The host whose data directory holds its disk (its jobs run only there); `None` for
+    /// instances made before hosts were recorded (the single host of such a deployment).
+    #[serde(default)]
+    pub host: Option<String>,
     /// The marketplace listing its image's bytes carry (launches and reinstalls set it): the
     /// listing's fee is metered while it runs, even after the image is deleted.
     #[serde(default)]
@@ -512,6 +516,7 @@ mod tests {
             host_name: "web".into(),
             tags: Vec::new(),
             disk_base: None,
+            host: None,
             market_mark: None,
             windows: false,
             guest: Guest::default(),

@@ -11,7 +11,7 @@
 //! | CA bundle for `https://` imports | | `IMAGED_HTTPS_CA_FILE` | `https_ca_file` | the system's |
 //! | job lease, seconds | | `IMAGED_JOB_LEASE_SECS` | `job_lease_secs` | 30 |
 //! | largest virtual size, GiB | | | `max_virtual_size_gib` | 2048 |
-//! | export buckets | | | `[buckets]` name = "dir" | `exports` = `DATA_DIR/buckets/exports` |
+//! | export buckets (a directory, or `s3://BUCKET/PREFIX` that every server reaches) | | `IMAGED_EXPORT_BUCKET` (the `exports` bucket's location) | `[buckets]` name = "dir or url" | `exports` = `DATA_DIR/buckets/exports` |
 //! | networks and hosts imports may reach | | `IMAGED_IMPORT_ALLOW` (comma-separated) | `[imports]` `allow` | none: public addresses only |
 //! | import fetch timeouts | | | `[imports]` `connect_timeout_secs`, `idle_timeout_secs`, `max_transfer_secs` | 10, 30, 21600 |
 //! | scratch limits | | | `[imports]` `scratch_per_job_gib`, `scratch_share_percent`, `max_inflation_ratio` | 2048, 50, 100 |
@@ -27,6 +27,7 @@
 //! | S3 settings (object_store's keys: `endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, …) | | `AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, … (over the file's) | `[storage.options]` | none |
 //! | a region's own bucket or prefix | | | `[storage.regions]` region = "url" | `regions/<region>/` under `url` |
 //! | master key (servers sharing a database share it) | | `IMAGED_MASTER_KEY_FILE` | `master_key_file` | `DATA_DIR/master.key` |
+//! | this host's name (instances' disks and jobs stay on it; unique per data directory) | | `IMAGED_HOST_ID` | `host_id` | the machine's host name |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //!
@@ -70,9 +71,9 @@ pub struct FileConfig {
     pub job_lease_secs: Option<u64>,
     /// Largest virtual disk accepted at import, in GiB.
     pub max_virtual_size_gib: Option<u64>,
-    /// Export buckets: name = local directory.
+    /// Export buckets: name = a local directory or `s3://BUCKET/PREFIX`.
     #[serde(default)]
-    pub buckets: std::collections::BTreeMap<String, PathBuf>,
+    pub buckets: std::collections::BTreeMap<String, String>,
     /// Quotas (custom images per region per account, accounts per shared image).
     #[serde(default)]
     pub limits: Limits,
@@ -97,6 +98,8 @@ pub struct FileConfig {
     pub storage: StorageConfig,
     /// The master key's file (every server of one database must read the same key).
     pub master_key_file: Option<PathBuf>,
+    /// This host's name.
+    pub host_id: Option<String>,
 }
 
 /// `[storage]`: where the block stores live.
@@ -209,8 +212,8 @@ pub struct Config {
     pub job_lease_secs: u64,
     /// Largest virtual disk accepted at import, in bytes.
     pub max_virtual_size: u64,
-    /// Extra export buckets.
-    pub buckets: std::collections::BTreeMap<String, PathBuf>,
+    /// Extra export buckets: name = a local directory or `s3://BUCKET/PREFIX`.
+    pub buckets: std::collections::BTreeMap<String, String>,
     /// Limits.
     pub limits: Limits,
     /// Regions.
@@ -229,6 +232,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The master key's file.
     pub master_key_file: PathBuf,
+    /// This host's name, when configured.
+    pub host_id: Option<String>,
 }
 
 /// What the command line gave.
@@ -334,7 +339,13 @@ impl Config {
             .map(PathBuf::from)
             .or(file.master_key_file)
             .unwrap_or_else(|| data_dir.join(imaged_app::secrets::MASTER_KEY_FILE));
+        let host_id = env("IMAGED_HOST_ID").or(file.host_id);
+        let mut buckets = file.buckets;
+        if let Some(url) = env("IMAGED_EXPORT_BUCKET") {
+            buckets.insert(imaged_app::data::DEFAULT_BUCKET.to_owned(), url);
+        }
         Ok(Self {
+            host_id,
             storage,
             master_key_file,
             vm,
@@ -352,7 +363,7 @@ impl Config {
             https_ca_file,
             job_lease_secs,
             max_virtual_size,
-            buckets: file.buckets,
+            buckets,
             limits: file.limits,
             regions,
         })

@@ -64,7 +64,13 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     data.https_ca_file = cfg.https_ca_file.clone();
     data.job_lease_secs = cfg.job_lease_secs.max(1);
     data.max_virtual_size = cfg.max_virtual_size;
-    data.buckets.extend(cfg.buckets.clone());
+    for (name, url) in &cfg.buckets {
+        let bucket = match storage::locate(url, &cfg.storage.options, &cfg.data_dir)? {
+            storage::Location::Local(dir) => imaged_app::data::Bucket::Local(dir),
+            storage::Location::Objects(store) => imaged_app::data::Bucket::Objects(store),
+        };
+        data.buckets.insert(name.clone(), bucket);
+    }
     let imports = &cfg.imports;
     let mut egress = EgressPolicy::with_allowed(&imports.allow).map_err(|e| anyhow::anyhow!("[imports] allow: {e}"))?;
     egress.connect_timeout = config::secs_or(imports.connect_timeout_secs, egress.connect_timeout);
@@ -84,8 +90,11 @@ pub async fn open_service(cfg: &Config) -> anyhow::Result<Service> {
     if let Some(secs) = imports.upload_expiry_secs {
         data.upload_expiry_secs = secs.max(1);
     }
-    let service =
+    let mut service =
         Service::new(store, cfg.regions.clone(), cfg.limits, master_key, data).with_prices(cfg.prices.clone());
+    if let Some(host) = &cfg.host_id {
+        service = service.with_host(host);
+    }
     // For drills and tests of the time rules: every process reading the same file agrees.
     Ok(match std::env::var_os(CLOCK_OFFSET_ENV).filter(|v| !v.is_empty()) {
         Some(path) => service.with_clock(Arc::new(OffsetFileClock::new(path.into()))),

@@ -47,6 +47,10 @@ pub enum MetaStoreError {
     /// The record an operation would update was deleted meanwhile.
     #[error("{0} was deleted")]
     Deleted(String),
+    /// A job's write was refused: the worker no longer holds the job's lease (another worker
+    /// took it over), so nothing was written.
+    #[error("job {0}: the lease is lost; another worker has the job")]
+    LeaseLost(u64),
     /// The database schema is newer than this binary knows.
     #[error("database schema version {found} is newer than this binary's {known}")]
     SchemaTooNew {
@@ -229,8 +233,14 @@ pub trait ImageStore: Send + Sync {
     /// Shares `image` with `account`; false when already shared.
     async fn add_share(&self, image: &ImageId, account: AccountId, now: Timestamp) -> Result<bool>;
     /// Replaces an image's document only while its stored state is still `expected`; false when
-    /// it has moved on (work recording progress must never undo the state its job set).
-    async fn update_image_if_state(&self, image: &Image, expected: ImageState) -> Result<bool>;
+    /// it has moved on (work recording progress must never undo the state its job set). A job
+    /// writes under its `fence` ([`MetaStoreError::LeaseLost`] once it no longer holds).
+    async fn update_image_if_state(
+        &self,
+        image: &Image,
+        expected: ImageState,
+        fence: Option<&JobFence>,
+    ) -> Result<bool>;
     /// Shares `image` with `account` if it is shared with fewer than `limit` accounts
     /// (`ShareLimit`) and not with this one yet (`AlreadyShared`); checked and written in one
     /// step, also under concurrency.
@@ -345,8 +355,9 @@ pub trait BlockRefStore: Send + Sync {
     async fn get_manifest(&self, image: &ImageId) -> Result<Option<ManifestRecord>>;
     /// Every manifest in a region (fsck).
     async fn region_manifests(&self, region: &str) -> Result<Vec<ManifestRecord>>;
-    /// Removes an image's manifest and its block references; false when it had none.
-    async fn detach_manifest(&self, image: &ImageId) -> Result<bool>;
+    /// Removes an image's manifest and its block references; false when it had none. A job
+    /// writes under its `fence`.
+    async fn detach_manifest(&self, image: &ImageId, fence: Option<&JobFence>) -> Result<bool>;
     /// Deletes the rows of blocks with no references and untouched since `cutoff`, returning
     /// their digests: the caller then deletes the objects.
     async fn collect_unreferenced(&self, region: &str, cutoff: Timestamp) -> Result<Vec<String>>;
@@ -417,6 +428,11 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// How many times a worker has claimed it.
     pub attempts: u32,
+    /// The worker that claimed it last.
+    pub worker: Option<String>,
+    /// The only host whose workers may run it (an instance's jobs run where its disk is);
+    /// `None`: any.
+    pub host: Option<String>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Last update.
@@ -445,10 +461,35 @@ impl JobRecord {
             result: None,
             error: None,
             attempts: 0,
+            worker: None,
+            host: None,
             created_at: now,
             updated_at: now,
         }
     }
+
+    /// The same job, to be run only by workers of `host`.
+    pub fn on_host(self, host: &str) -> Self {
+        Self { host: Some(host.to_owned()), ..self }
+    }
+
+    /// The lease this claimed job is held under (worker and attempt).
+    pub fn fence(&self) -> JobFence {
+        JobFence { job: self.id, worker: self.worker.clone().unwrap_or_default(), attempt: self.attempts }
+    }
+}
+
+/// A job's lease as one worker holds it: its writes land only while the job is still running
+/// under this worker and attempt, so a worker that lost its lease cannot overwrite the work
+/// of the one that took the job over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFence {
+    /// The job.
+    pub job: u64,
+    /// The worker that claimed it.
+    pub worker: String,
+    /// The claim (the job's attempt count when claimed).
+    pub attempt: u32,
 }
 
 /// Durable jobs, claimed with leases so that a crashed worker's job is taken over.
@@ -459,34 +500,35 @@ pub trait JobStore: Send + Sync {
     /// In one transaction: inserts a custom image (quota and name checked as in
     /// [`ImageStore::insert_custom_image`]) and queues the job that will fill it.
     async fn insert_image_with_job(&self, image: &Image, quota: u32, job: &JobRecord) -> Result<Result<u64, Refused>>;
-    /// Claims for `worker`, until `lease_until`, the oldest job of one of `kinds` that is queued
-    /// or running with an expired lease, skipping the jobs of accounts that already run
-    /// `per_account` jobs of those kinds (leases not expired). The check and the claim are one
-    /// step: concurrent claims never let an account run more.
+    /// Claims for `worker` of `host`, for `lease_ms` by the database's clock, the oldest job of
+    /// one of `kinds` that is queued (and due) or running with an expired lease, and that any
+    /// host or `host` may run, skipping the jobs of accounts that already run `per_account`
+    /// jobs of those kinds (leases not expired). The check and the claim are one step:
+    /// concurrent claims never let an account run more. Leases are compared with the
+    /// database's clock only, so servers whose clocks differ agree on them; `now` is the
+    /// service's time, recorded as the job's update.
     async fn claim_job(
         &self,
         worker: &str,
+        host: &str,
         kinds: &[&str],
         per_account: u32,
+        lease_ms: u64,
         now: Timestamp,
-        lease_until: Timestamp,
     ) -> Result<Option<JobRecord>>;
-    /// Extends the lease and records progress; false when `worker` no longer holds the job.
-    async fn renew_job(
-        &self,
-        id: u64,
-        worker: &str,
-        progress: u8,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool>;
-    /// Ends a job as succeeded (with a result) or failed (with an error).
+    /// Extends the lease by `lease_ms` from the database's now and records progress; false
+    /// when the fence no longer holds (the job was taken over or ended).
+    async fn renew_job(&self, fence: &JobFence, progress: u8, lease_ms: u64, now: Timestamp) -> Result<bool>;
+    /// Ends a job under its fence: succeeded (with a result), failed (with an error), or
+    /// queued again (with the error) to be retried no sooner than `retry_after_ms` from the
+    /// database's now. [`MetaStoreError::LeaseLost`] when the fence no longer holds.
     async fn finish_job(
         &self,
-        id: u64,
+        fence: &JobFence,
         state: JobState,
         result: Option<&str>,
         error: Option<&str>,
+        retry_after_ms: u64,
         now: Timestamp,
     ) -> Result<()>;
     /// A job by id.

@@ -7,7 +7,7 @@ use imaged_domain::metering::Segment;
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageState, InstanceId};
 
-use crate::Result;
+use crate::{JobFence, Result};
 
 /// Providers and their listings.
 #[async_trait]
@@ -32,14 +32,27 @@ pub trait MarketStore: Send + Sync {
 pub trait MeterStore: Send + Sync {
     /// In one transaction: closes the open segments of each of `instances` at `at`, stores the
     /// instances, and opens `open` (the segments of those now running).
-    async fn put_instances_metered(&self, instances: &[Instance], open: &[Segment], at: Timestamp) -> Result<()>;
+    /// A job writes under its `fence` ([`crate::MetaStoreError::LeaseLost`] once it no longer holds).
+    async fn put_instances_metered(
+        &self,
+        instances: &[Instance],
+        open: &[Segment],
+        at: Timestamp,
+        fence: Option<&JobFence>,
+    ) -> Result<()>;
     /// In one transaction: closes the instance's open segments at `at` and removes it (and its
     /// node record); false when there was no such instance.
-    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool>;
+    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp, fence: Option<&JobFence>) -> Result<bool>;
     /// In one transaction: replaces an image's document only while its stored state is still
     /// `expected` (as [`crate::ImageStore::update_image_if_state`]) and opens `open` (its
     /// storage, once it is NORMAL); false, with nothing written, when the state moved on.
-    async fn finish_image_metered(&self, image: &Image, expected: ImageState, open: &[Segment]) -> Result<bool>;
+    async fn finish_image_metered(
+        &self,
+        image: &Image,
+        expected: ImageState,
+        open: &[Segment],
+        fence: Option<&JobFence>,
+    ) -> Result<bool>;
     /// The segments of `account` that overlap `[from, to)`.
     async fn account_segments(&self, account: AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<Segment>>;
     /// The image-fee segments paid to `provider` that overlap `[from, to)`.

@@ -7,7 +7,9 @@ use imaged_domain::instance::{Instance, InstanceOp, InstanceState};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageKind, ImageSource, ImageState, InstanceId, Tag};
 
-use crate::{ExportedFile, JobRecord, JobState, KeyRecord, KeyStatus, ManifestRecord, MetaStore, Refused, Role};
+use crate::{
+    ExportedFile, JobFence, JobRecord, JobState, KeyRecord, KeyStatus, ManifestRecord, MetaStore, Refused, Role,
+};
 
 /// A custom image owned by `owner` in `region`, with a fresh id.
 pub fn custom_image(owner: AccountId, region: &str, name: &str, seed: u8) -> Image {
@@ -144,7 +146,7 @@ async fn jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share<S: Met
     for n in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim_job(&format!("p{n}"), &["k-transfer"], 2, Timestamp(2000), Timestamp(2030)).await.expect("db")
+            store.claim_job(&format!("p{n}"), "h", &["k-transfer"], 2, LEASE_MS, Timestamp(2000)).await.expect("db")
         }));
     }
     let mut claimed = Vec::new();
@@ -156,20 +158,32 @@ async fn jobs_are_claimed_by_kind_and_no_account_runs_more_than_its_share<S: Met
     assert!(claimed.iter().all(|j| j.kind == "k-transfer"), "a pool claims only its kinds");
     assert!(claimed.iter().any(|j| j.id == modest_job));
     // Another pool's kinds are not held back by the account's transfers.
-    let other = store.claim_job("q", &["k-op"], 2, Timestamp(2001), Timestamp(2031)).await.expect("db");
-    assert_eq!(other.map(|j| j.id), Some(op));
+    let other = store.claim_job("q", "h", &["k-op"], 2, LEASE_MS, Timestamp(2001)).await.expect("db");
+    assert_eq!(other.as_ref().map(|j| j.id), Some(op));
     // When a greedy job ends, the next one of that account can start; an expired lease frees its place.
-    let first = claimed.iter().find(|j| j.account == greedy).map(|j| j.id).expect("greedy job");
-    store.finish_job(first, JobState::Succeeded, None, None, Timestamp(2002)).await.expect("finish");
-    let next = store.claim_job("p9", &["k-transfer"], 2, Timestamp(2003), Timestamp(2033)).await.expect("db");
-    assert_eq!(next.map(|j| j.account), Some(greedy));
-    assert_eq!(store.claim_job("p9", &["k-transfer"], 2, Timestamp(2004), Timestamp(2034)).await.expect("db"), None);
-    let after_leases = store.claim_job("p9", &["k-transfer"], 2, Timestamp(2100), Timestamp(2130)).await.expect("db");
-    assert!(after_leases.is_some_and(|j| j.account == greedy), "expired leases count no more");
+    let first = claimed.iter().find(|j| j.account == greedy).expect("greedy job");
+    store.finish_job(&first.fence(), JobState::Succeeded, None, None, 0, Timestamp(2002)).await.expect("finish");
+    let next = store.claim_job("p9", "h", &["k-transfer"], 2, LEASE_MS, Timestamp(2003)).await.expect("db");
+    assert_eq!(next.as_ref().map(|j| j.account), Some(greedy));
+    assert_eq!(store.claim_job("p9", "h", &["k-transfer"], 2, LEASE_MS, Timestamp(2004)).await.expect("db"), None);
+    let held = claimed.iter().find(|j| j.account == greedy && j.id != first.id).expect("the other greedy job");
+    // Its worker dies: a renewal for no time lets the lease lapse at once.
+    assert!(store.renew_job(&held.fence(), 10, 0, Timestamp(2005)).await.expect("db"));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let after_lease = store.claim_job("p9", "h", &["k-transfer"], 2, LEASE_MS, Timestamp(2006)).await.expect("db");
+    assert!(after_lease.is_some_and(|j| j.account == greedy), "an expired lease counts no more");
     for id in greedy_jobs.into_iter().chain([modest_job, op]) {
-        store.finish_job(id, JobState::Failed, None, Some("test over"), Timestamp(2200)).await.expect("finish");
+        if let Some(job) = store.get_job(id).await.expect("db").filter(|j| j.state == JobState::Running) {
+            store
+                .finish_job(&job.fence(), JobState::Failed, None, Some("test over"), 0, Timestamp(2200))
+                .await
+                .expect("finish");
+        }
     }
 }
+
+/// A lease no test step outlives by accident.
+pub(crate) const LEASE_MS: u64 = 60_000;
 
 async fn the_share_limit_holds_under_concurrency_and_shares_can_be_cancelled<S: MetaStore + Clone + 'static>(store: S) {
     let owner = new_account(&store, "sharer").await;
@@ -259,6 +273,7 @@ pub fn instance(owner: AccountId, region: &str, image: &ImageId, seed: u8, creat
         host_name: format!("vm-{seed}"),
         tags: Vec::new(),
         disk_base: None,
+        host: None,
         market_mark: None,
         windows: false,
         guest: Default::default(),
@@ -456,8 +471,8 @@ async fn manifests_count_block_references_and_gc_takes_only_old_unreferenced_blo
     // Only c is unreferenced, and only a cutoff after its touch collects it.
     assert!(store.collect_unreferenced(region, Timestamp(999)).await.expect("gc").is_empty());
     assert_eq!(store.collect_unreferenced(region, Timestamp(1_001)).await.expect("gc"), vec![c.clone()]);
-    assert!(store.detach_manifest(&first.id).await.expect("detach"));
-    assert!(!store.detach_manifest(&first.id).await.expect("detach twice"));
+    assert!(store.detach_manifest(&first.id, None).await.expect("detach"));
+    assert!(!store.detach_manifest(&first.id, None).await.expect("detach twice"));
     assert_eq!(store.block_refs(region, &a).await.expect("refs"), 1);
     assert_eq!(store.block_refs(region, &b).await.expect("refs"), 0);
     // Detaching touches the released blocks now: an old cutoff keeps them (the grace period).
@@ -484,30 +499,41 @@ async fn jobs_are_claimed_once_renewed_by_their_worker_and_taken_over_after_leas
     assert_eq!(refused, Err(Refused::QuotaExceeded));
 
     let claimed =
-        store.claim_job("w1", ALL_KINDS, 10, Timestamp(600), Timestamp(630)).await.expect("db").expect("a job");
+        store.claim_job("w1", "h", ALL_KINDS, 10, LEASE_MS, Timestamp(600)).await.expect("db").expect("a job");
     assert_eq!((claimed.id, claimed.state, claimed.attempts), (id, JobState::Running, 1));
-    assert_eq!(claimed.image, Some(img.id.clone()));
+    assert_eq!((claimed.image.as_ref(), claimed.worker.as_deref()), (Some(&img.id), Some("w1")));
     assert_eq!(
-        store.claim_job("w2", ALL_KINDS, 10, Timestamp(610), Timestamp(640)).await.expect("db"),
+        store.claim_job("w2", "h", ALL_KINDS, 10, LEASE_MS, Timestamp(610)).await.expect("db"),
         None,
         "lease held"
     );
-    assert!(store.renew_job(id, "w1", 40, Timestamp(660), Timestamp(620)).await.expect("db"));
-    assert!(!store.renew_job(id, "w2", 40, Timestamp(660), Timestamp(620)).await.expect("db"));
+    let w1 = claimed.fence();
+    assert!(store.renew_job(&w1, 40, LEASE_MS, Timestamp(620)).await.expect("db"));
+    let forged = JobFence { worker: "w2".into(), ..w1.clone() };
+    assert!(!store.renew_job(&forged, 40, LEASE_MS, Timestamp(620)).await.expect("db"));
     assert_eq!(store.get_job(id).await.expect("db").map(|j| j.progress), Some(40));
-    // w1 dies: after its lease, w2 takes the job over and w1 can no longer renew it.
+    // w1 dies (its lease lapses), w2 takes the job over and w1 can no longer renew it.
+    assert!(store.renew_job(&w1, 40, 0, Timestamp(630)).await.expect("db"));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let taken =
-        store.claim_job("w2", ALL_KINDS, 10, Timestamp(700), Timestamp(730)).await.expect("db").expect("taken over");
+        store.claim_job("w2", "h", ALL_KINDS, 10, LEASE_MS, Timestamp(700)).await.expect("db").expect("taken over");
     assert_eq!((taken.id, taken.attempts), (id, 2));
-    assert!(!store.renew_job(id, "w1", 50, Timestamp(760), Timestamp(701)).await.expect("db"));
-    store.finish_job(id, JobState::Succeeded, Some(r#"{"ok":true}"#), None, Timestamp(710)).await.expect("finish");
+    assert!(!store.renew_job(&w1, 50, LEASE_MS, Timestamp(701)).await.expect("db"));
+    store
+        .finish_job(&taken.fence(), JobState::Succeeded, Some(r#"{"ok":true}"#), None, 0, Timestamp(710))
+        .await
+        .expect("finish");
     let done = store.get_job(id).await.expect("db").expect("job");
     assert_eq!((done.state, done.progress, done.result.as_deref()), (JobState::Succeeded, 100, Some(r#"{"ok":true}"#)));
-    assert_eq!(store.claim_job("w3", ALL_KINDS, 10, Timestamp(800), Timestamp(830)).await.expect("db"), None);
+    assert_eq!(store.claim_job("w3", "h", ALL_KINDS, 10, LEASE_MS, Timestamp(800)).await.expect("db"), None);
     assert_eq!(store.oldest_active_job(region).await.expect("db"), None);
     let failing = store.insert_job(&job("export", region, owner, None, 900)).await.expect("insert");
-    store.claim_job("w3", ALL_KINDS, 10, Timestamp(901), Timestamp(930)).await.expect("db").expect("claimed");
-    store.finish_job(failing, JobState::Failed, None, Some("bucket gone"), Timestamp(902)).await.expect("finish");
+    let claimed =
+        store.claim_job("w3", "h", ALL_KINDS, 10, LEASE_MS, Timestamp(901)).await.expect("db").expect("claimed");
+    store
+        .finish_job(&claimed.fence(), JobState::Failed, None, Some("bucket gone"), 0, Timestamp(902))
+        .await
+        .expect("finish");
     let failed = store.get_job(failing).await.expect("db").expect("job");
     assert_eq!((failed.state, failed.error.as_deref()), (JobState::Failed, Some("bucket gone")));
 }
@@ -609,10 +635,10 @@ async fn custom_images_are_visible_to_owner_and_share_recipients_in_their_region
     assert_eq!(store.get_image(&img.id).await.expect("db").and_then(|i| i.sync_percent), Some(40));
     let mut stale = img.clone();
     stale.sync_percent = Some(90);
-    assert!(!store.update_image_if_state(&stale, ImageState::Normal).await.expect("db"), "the state moved on");
+    assert!(!store.update_image_if_state(&stale, ImageState::Normal, None).await.expect("db"), "the state moved on");
     assert_eq!(store.get_image(&img.id).await.expect("db").and_then(|i| i.sync_percent), Some(40));
     state_change.sync_percent = Some(60);
-    assert!(store.update_image_if_state(&state_change, ImageState::Syncing).await.expect("db"));
+    assert!(store.update_image_if_state(&state_change, ImageState::Syncing, None).await.expect("db"));
     assert_eq!(store.get_image(&img.id).await.expect("db").and_then(|i| i.sync_percent), Some(60));
 }
 

@@ -86,11 +86,11 @@ async fn segments_open_and_close_with_their_instances<S: MetaStore>(
         ended_at: None,
     };
     let running = [seg(MeterKind::Instance, 35, 1000), seg(MeterKind::ImageFee, 25, 1000)];
-    store.put_instances_metered(std::slice::from_ref(&vm), &running, Timestamp(1000)).await.expect("db");
+    store.put_instances_metered(std::slice::from_ref(&vm), &running, Timestamp(1000), None).await.expect("db");
     // Stopped at 4600: the open segments close; started again at 8200.
-    store.put_instances_metered(std::slice::from_ref(&vm), &[], Timestamp(4600)).await.expect("db");
+    store.put_instances_metered(std::slice::from_ref(&vm), &[], Timestamp(4600), None).await.expect("db");
     store
-        .put_instances_metered(std::slice::from_ref(&vm), &[seg(MeterKind::Instance, 35, 8200)], Timestamp(8200))
+        .put_instances_metered(std::slice::from_ref(&vm), &[seg(MeterKind::Instance, 35, 8200)], Timestamp(8200), None)
         .await
         .expect("db");
     let all = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
@@ -101,11 +101,11 @@ async fn segments_open_and_close_with_their_instances<S: MetaStore>(
     let paid = store.provider_segments(provider, Timestamp(0), Timestamp(100_000)).await.expect("db");
     assert_eq!(paid.len(), 1, "only image fees are a provider's");
     assert!(store.account_segments(provider, Timestamp(0), Timestamp(100_000)).await.expect("db").is_empty());
-    assert!(store.delete_instance_metered(&vm.id, Timestamp(9000)).await.expect("db"));
+    assert!(store.delete_instance_metered(&vm.id, Timestamp(9000), None).await.expect("db"));
     assert!(store.get_instance(&vm.id).await.expect("db").is_none());
     let last = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
     assert_eq!(last.last().and_then(|s| s.ended_at), Some(Timestamp(9000)), "termination closes the segment");
-    assert!(!store.delete_instance_metered(&vm.id, Timestamp(9100)).await.expect("db"));
+    assert!(!store.delete_instance_metered(&vm.id, Timestamp(9100), None).await.expect("db"));
 
     // An image's storage opens only with its NORMAL state, and closes with its deletion.
     let mut img = custom_image(buyer, "ap-guangzhou", "stored", 78);
@@ -123,9 +123,9 @@ async fn segments_open_and_close_with_their_instances<S: MetaStore>(
     let mut normal = img.clone();
     normal.state = imaged_domain::ImageState::Normal;
     let stale = imaged_domain::ImageState::Creating;
-    assert!(!store.finish_image_metered(&normal, stale, std::slice::from_ref(&storage)).await.expect("db"));
+    assert!(!store.finish_image_metered(&normal, stale, std::slice::from_ref(&storage), None).await.expect("db"));
     let expected = imaged_domain::ImageState::Importing;
-    assert!(store.finish_image_metered(&normal, expected, std::slice::from_ref(&storage)).await.expect("db"));
+    assert!(store.finish_image_metered(&normal, expected, std::slice::from_ref(&storage), None).await.expect("db"));
     let stored = |at| async move {
         let all = store.account_segments(buyer, Timestamp(0), Timestamp(100_000)).await.expect("db");
         all.into_iter().filter(|s| s.kind == MeterKind::Storage).map(|s| s.ended_at).collect::<Vec<_>>() == at

@@ -1,15 +1,98 @@
 //! The conformance suite of what several servers on one database rely on: uploads any server
-//! continues ([`crate::UploadStore`]). Run by [`crate::testsuite::run`].
+//! continues ([`crate::UploadStore`]), job writes fenced by their lease, retries that wait,
+//! jobs pinned to a host. Run by [`crate::testsuite::run`].
 
 use imaged_domain::time::Timestamp;
+use imaged_domain::ImageState;
 
-use crate::testsuite::new_account;
+use crate::testsuite::{custom_image, job, new_account, LEASE_MS};
 use crate::uploads::UploadRecord;
-use crate::{MetaStore, Refused};
+use crate::{JobState, MetaStore, MetaStoreError, Refused};
 
 pub(crate) async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     uploads_are_continued_only_from_their_size_and_counted_while_live(store).await;
     concurrent_upload_creations_never_exceed_the_live_limit(store.clone()).await;
+    a_worker_that_lost_its_lease_writes_nothing(store).await;
+    retries_wait_and_host_jobs_run_only_on_their_host(store).await;
+}
+
+async fn a_worker_that_lost_its_lease_writes_nothing<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "fenced").await;
+    let region = "ap-nanjing";
+    let mut img = custom_image(owner, region, "importing", 90);
+    img.state = ImageState::Importing;
+    store
+        .insert_image_with_job(&img, 10, &job("import", region, owner, Some(img.id.clone()), 1))
+        .await
+        .expect("db")
+        .expect("in");
+    let kinds = &["import"];
+    let old = store.claim_job("old", "h", kinds, 10, LEASE_MS, Timestamp(2)).await.expect("db").expect("claimed");
+    // The old worker stalls past its lease; a new one takes the job over.
+    assert!(store.renew_job(&old.fence(), 5, 0, Timestamp(3)).await.expect("db"));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let new = store.claim_job("new", "h", kinds, 10, LEASE_MS, Timestamp(4)).await.expect("db").expect("taken over");
+    let (stale, fresh) = (old.fence(), new.fence());
+    assert_ne!(stale, fresh);
+
+    // Every write of the old worker is refused and changes nothing.
+    let mut progress = img.clone();
+    progress.progress = Some(99);
+    let lost = |r: crate::Result<bool>| matches!(r, Err(MetaStoreError::LeaseLost(id)) if id == old.id);
+    assert!(lost(store.update_image_if_state(&progress, ImageState::Importing, Some(&stale)).await));
+    let mut normal = img.clone();
+    normal.state = ImageState::Normal;
+    assert!(lost(store.finish_image_metered(&normal, ImageState::Importing, &[], Some(&stale)).await));
+    assert!(lost(store.detach_manifest(&img.id, Some(&stale)).await));
+    assert!(!store.renew_job(&stale, 99, LEASE_MS, Timestamp(5)).await.expect("db"));
+    let finished = store.finish_job(&stale, JobState::Failed, None, Some("stale"), 0, Timestamp(5)).await;
+    assert!(matches!(finished, Err(MetaStoreError::LeaseLost(_))), "{finished:?}");
+    let seen = store.get_image(&img.id).await.expect("db").expect("image");
+    assert_eq!((seen.state, seen.progress), (ImageState::Importing, img.progress));
+    assert_eq!(
+        store.get_job(old.id).await.expect("db").map(|j| (j.state, j.worker)),
+        Some((JobState::Running, Some("new".into())))
+    );
+
+    // The new owner's writes land.
+    assert!(store.update_image_if_state(&progress, ImageState::Importing, Some(&fresh)).await.expect("db"));
+    assert!(store.finish_image_metered(&normal, ImageState::Importing, &[], Some(&fresh)).await.expect("db"));
+    store.finish_job(&fresh, JobState::Succeeded, Some("{}"), None, 0, Timestamp(6)).await.expect("finish");
+    assert_eq!(store.get_image(&img.id).await.expect("db").map(|i| i.state), Some(ImageState::Normal));
+    // A finished job fences its own worker too.
+    assert!(!store.renew_job(&fresh, 100, LEASE_MS, Timestamp(7)).await.expect("db"));
+}
+
+async fn retries_wait_and_host_jobs_run_only_on_their_host<S: MetaStore>(store: &S) {
+    let owner = new_account(store, "pinned").await;
+    let region = "ap-jinan";
+    let kinds = &["k-host"];
+    let pinned = store.insert_job(&job("k-host", region, owner, None, 1).on_host("host-a")).await.expect("insert");
+    assert_eq!(
+        store.claim_job("b", "host-b", kinds, 10, LEASE_MS, Timestamp(2)).await.expect("db"),
+        None,
+        "not host b's"
+    );
+    let claimed =
+        store.claim_job("a", "host-a", kinds, 10, LEASE_MS, Timestamp(2)).await.expect("db").expect("host a's");
+    assert_eq!((claimed.id, claimed.host.as_deref()), (pinned, Some("host-a")));
+    // Queued again to retry after a minute: nobody claims it before then.
+    store
+        .finish_job(&claimed.fence(), JobState::Queued, None, Some("try again"), 60_000, Timestamp(3))
+        .await
+        .expect("requeue");
+    assert_eq!(
+        store.claim_job("a", "host-a", kinds, 10, LEASE_MS, Timestamp(4)).await.expect("db"),
+        None,
+        "backing off"
+    );
+    let queued = store.get_job(pinned).await.expect("db").expect("job");
+    assert_eq!((queued.state, queued.error.as_deref()), (JobState::Queued, Some("try again")));
+    // A job any host may run goes to the first that asks.
+    let free = store.insert_job(&job("k-host", region, owner, None, 5)).await.expect("insert");
+    let taken = store.claim_job("b", "host-b", kinds, 10, LEASE_MS, Timestamp(6)).await.expect("db").expect("any host");
+    assert_eq!(taken.id, free);
+    store.finish_job(&taken.fence(), JobState::Succeeded, None, None, 0, Timestamp(7)).await.expect("finish");
 }
 
 fn upload(owner: imaged_domain::AccountId, n: u8, expires_at: i64) -> UploadRecord {

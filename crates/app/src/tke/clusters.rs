@@ -146,7 +146,7 @@ impl Service {
                 joined_at: joined,
             });
         }
-        write.jobs.push(self.instance_job("launch", region, cluster.owner, &params)?);
+        write.jobs.push(self.instance_job("launch", region, cluster.owner, &params, self.host_name())?);
         write.new_instances.extend(instances);
         Ok(params.instances)
     }
@@ -163,7 +163,7 @@ impl Service {
     ) -> Result<(), TkeError> {
         let owner = instance.owner;
         let (instance, params) = reinstall(instance, image, request_id)?;
-        write.jobs.push(self.instance_job("instance", region, owner, &params)?);
+        write.jobs.push(self.instance_job("instance", region, owner, &params, self.host_of(&instance))?);
         write.operating.push(instance);
         write.nodes.push(node);
         Ok(())
@@ -183,8 +183,10 @@ impl Service {
         }
         write.removed_nodes.extend(instances.iter().map(|i| i.id.clone()));
         let (instances, params) = operation(instances, InstanceOp::Terminate, request_id)?;
-        write.jobs.push(self.instance_job("instance", region, caller, &params)?);
-        write.operating.extend(instances);
+        for (group, job) in self.jobs_by_host("instance", region, caller, &params, instances)? {
+            write.jobs.push(job);
+            write.operating.extend(group);
+        }
         Ok(())
     }
 

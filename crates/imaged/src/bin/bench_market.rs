@@ -106,9 +106,9 @@ fn main() -> anyhow::Result<()> {
                     ended_at: None,
                 };
                 let open = [seg(MeterKind::Instance, 35), seg(MeterKind::ImageFee, 25), seg(MeterKind::Licence, 12)];
-                store.put_instances_metered(std::slice::from_ref(&vm), &open, at).await?;
+                store.put_instances_metered(std::slice::from_ref(&vm), &open, at, None).await?;
                 // Stopped for the last hour of each day.
-                store.put_instances_metered(std::slice::from_ref(&vm), &[], Timestamp(at.0 + 82_800)).await?;
+                store.put_instances_metered(std::slice::from_ref(&vm), &[], Timestamp(at.0 + 82_800), None).await?;
             }
         }
         let t = Instant::now();

@@ -181,6 +181,53 @@ impl Server {
         server
     }
 
+    /// `hosts.len()` servers started at the same moment on one empty PostgreSQL schema, each
+    /// with its own data directory and host id, all reading one master-key file, with `extra`
+    /// environment (the object store): several hosts of one deployment. `None` without
+    /// PostgreSQL. Every server gets the administrator's credentials from the one server that
+    /// wrote them (the test checks that exactly one did).
+    pub fn cluster(test: &str, hosts: &[&str], extra: &[(&str, &str)]) -> Option<(Vec<Server>, tempfile::TempDir)> {
+        let shared = tempfile::tempdir().expect("tempdir");
+        let key: String = (0..32).map(|i| format!("{:02x}", (unique(test).len() * 31 + i * 7) % 251)).collect();
+        let key_file = shared.path().join("master.key");
+        std::fs::write(&key_file, key).expect("master key");
+        let mut env = vec![
+            ("IMAGED_LOG".to_owned(), "warn".to_owned()),
+            ("IMAGED_HYPERVISOR".into(), "none".into()),
+            ("IMAGED_DATABASE_URL".into(), pg_url(test)?),
+            ("IMAGED_DATABASE_SCHEMA".into(), unique(test)),
+            ("IMAGED_MASTER_KEY_FILE".into(), key_file.to_string_lossy().into_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let starts: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let mut env = env.clone();
+                env.push(("IMAGED_HOST_ID".into(), (*host).to_owned()));
+                std::thread::spawn(move || {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    std::fs::write(dir.path().join("imaged.toml"), "").expect("config");
+                    let (child, addr, _) = spawn(dir.path(), &env, &[]);
+                    (child, addr, dir, env)
+                })
+            })
+            .collect();
+        let started: Vec<_> = starts.into_iter().map(|t| t.join().expect("start")).collect();
+        let admin = started
+            .iter()
+            .find_map(|(_, _, dir, _)| std::fs::read(dir.path().join("credentials.json")).ok())
+            .map(|json| serde_json::from_slice::<Creds>(&json).expect("credentials json"))
+            .expect("one server wrote the administrator's credentials");
+        let servers: Vec<Server> = started
+            .into_iter()
+            .map(|(child, addr, dir, env)| Server { child, addr, dir, admin: admin.clone(), env, wrapper: Vec::new() })
+            .collect();
+        for s in &servers {
+            s.wait_healthy();
+        }
+        Some((servers, shared))
+    }
+
     /// Stops the server and starts it again on the same data; returns what it printed before
     /// it listened.
     pub fn restart(&mut self) -> Vec<String> {

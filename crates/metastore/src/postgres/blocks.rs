@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 
-use super::{db_err, detach_manifest_tx, put_image, to_manifest, PostgresStore, MANIFEST_COLUMNS};
-use crate::{BlockRefStore, ManifestRecord, MetaStoreError, Result};
+use super::{check_fence, db_err, detach_manifest_tx, put_image, to_manifest, PostgresStore, MANIFEST_COLUMNS};
+use crate::{BlockRefStore, JobFence, ManifestRecord, MetaStoreError, Result};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{Image, ImageId};
 
@@ -45,12 +45,21 @@ impl BlockRefStore for PostgresStore {
                 return Err(MetaStoreError::Deleted(format!("image {}", image.id)));
             }
         }
-        tx.execute(
-            &format!("INSERT INTO image_manifests ({MANIFEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-            &[&m.image.as_str(), &m.region, &m.manifest, &blocks, &m.source_format, &(m.virtual_size as i64)],
-        )
-        .await
-        .map_err(db_err)?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO image_manifests ({MANIFEST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (image_id) DO NOTHING"
+                ),
+                &[&m.image.as_str(), &m.region, &m.manifest, &blocks, &m.source_format, &(m.virtual_size as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        if inserted == 0 {
+            // Another server attached this image's manifest first (two servers bootstrapping
+            // the catalogue at once): it stands, and no reference is added twice.
+            return Ok(Vec::new());
+        }
         let rows = tx
             .query(
                 "INSERT INTO blocks (region, digest, refs, stored_size, touched_at)
@@ -90,9 +99,10 @@ impl BlockRefStore for PostgresStore {
         rows.iter().map(to_manifest).collect()
     }
 
-    async fn detach_manifest(&self, image: &ImageId) -> Result<bool> {
+    async fn detach_manifest(&self, image: &ImageId, fence: Option<&JobFence>) -> Result<bool> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        check_fence(&tx, fence).await?;
         let detached = detach_manifest_tx(&tx, image).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(detached)

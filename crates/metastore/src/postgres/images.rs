@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::{check_custom_insert, db_err, detach_manifest_tx, insert_job_row, put_image, PostgresStore};
+use super::{check_custom_insert, check_fence, db_err, detach_manifest_tx, insert_job_row, put_image, PostgresStore};
 use crate::{
-    account_from_column, decode_image, encode_image, owner_column, ImageStore, JobRecord, MetaStoreError, Refused,
-    Result, VisibleImage,
+    account_from_column, decode_image, encode_image, owner_column, ImageStore, JobFence, JobRecord, MetaStoreError,
+    Refused, Result, VisibleImage,
 };
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageState};
@@ -79,16 +79,25 @@ impl ImageStore for PostgresStore {
         .map_err(db_err)
     }
 
-    async fn update_image_if_state(&self, image: &Image, expected: ImageState) -> Result<bool> {
-        let conn = self.conn().await?;
+    async fn update_image_if_state(
+        &self,
+        image: &Image,
+        expected: ImageState,
+        fence: Option<&JobFence>,
+    ) -> Result<bool> {
+        let mut conn = self.conn().await?;
         let doc = encode_image(image)?;
-        conn.execute(
-            "UPDATE images SET state = $2, doc = $3 WHERE id = $1 AND state = $4",
-            &[&image.id.as_str(), &image.state.as_str(), &doc, &expected.as_str()],
-        )
-        .await
-        .map(|n| n == 1)
-        .map_err(db_err)
+        let tx = conn.transaction().await.map_err(db_err)?;
+        check_fence(&tx, fence).await?;
+        let n = tx
+            .execute(
+                "UPDATE images SET state = $2, doc = $3 WHERE id = $1 AND state = $4",
+                &[&image.id.as_str(), &image.state.as_str(), &doc, &expected.as_str()],
+            )
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(n == 1)
     }
 
     async fn share_image(

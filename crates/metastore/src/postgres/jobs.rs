@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{db_err, insert_job_row, PostgresStore};
-use crate::{account_from_column, JobRecord, JobState, JobStore, MetaStoreError, Refused, Result};
+use super::{db_err, insert_job_row, PostgresStore, DB_NOW_MS};
+use crate::{account_from_column, JobFence, JobRecord, JobState, JobStore, MetaStoreError, Refused, Result};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{Image, ImageId};
 
-const JOB_COLUMNS: &str =
-    "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, created_at, updated_at";
+const JOB_COLUMNS: &str = "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, \
+                           created_at, updated_at, worker, host";
 
 fn to_job(r: &Row) -> Result<JobRecord> {
     Ok(JobRecord {
@@ -27,6 +27,8 @@ fn to_job(r: &Row) -> Result<JobRecord> {
         result: r.get(8),
         error: r.get(9),
         attempts: u32::try_from(r.get::<_, i32>(10)).unwrap_or(0),
+        worker: r.get(13),
+        host: r.get(14),
         created_at: Timestamp(r.get(11)),
         updated_at: Timestamp(r.get(12)),
     })
@@ -46,26 +48,30 @@ impl JobStore for PostgresStore {
     async fn claim_job(
         &self,
         worker: &str,
+        host: &str,
         kinds: &[&str],
         per_account: u32,
+        lease_ms: u64,
         now: Timestamp,
-        lease_until: Timestamp,
     ) -> Result<Option<JobRecord>> {
         let kinds: Vec<&str> = kinds.to_vec();
         let per_account = i64::from(per_account);
+        let lease_ms = i64::try_from(lease_ms).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        let db_now: i64 = tx.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await.map_err(db_err)?.get(0);
         let running = "SELECT COUNT(*) FROM jobs r WHERE r.account_id = j.account_id AND r.state = 'RUNNING'
-                       AND r.lease_until >= $1 AND r.kind = ANY($2)";
+                       AND r.lease_expires_ms >= $1 AND r.kind = ANY($2)";
         let candidate = tx
             .query_opt(
                 &format!(
                     "SELECT id, account_id FROM jobs j
-                     WHERE (state = 'QUEUED' OR (state = 'RUNNING' AND lease_until < $1)) AND kind = ANY($2)
+                     WHERE ((state = 'QUEUED' AND not_before_ms <= $1) OR (state = 'RUNNING' AND lease_expires_ms < $1))
+                       AND kind = ANY($2) AND (host IS NULL OR host = $4)
                        AND ({running}) < $3
                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
                 ),
-                &[&now.0, &kinds, &per_account],
+                &[&db_now, &kinds, &per_account, &host],
             )
             .await
             .map_err(db_err)?;
@@ -76,7 +82,7 @@ impl JobStore for PostgresStore {
         let held: i64 = tx
             .query_one(
                 &format!("SELECT ({running}) FROM (SELECT $3::BIGINT AS account_id) j"),
-                &[&now.0, &kinds, &account],
+                &[&db_now, &kinds, &account],
             )
             .await
             .map_err(db_err)?
@@ -87,10 +93,10 @@ impl JobStore for PostgresStore {
         let row = tx
             .query_one(
                 &format!(
-                    "UPDATE jobs SET state = 'RUNNING', worker = $2, lease_until = $3, attempts = attempts + 1,
+                    "UPDATE jobs SET state = 'RUNNING', worker = $2, lease_expires_ms = $3, attempts = attempts + 1,
                        updated_at = $1 WHERE id = $4 RETURNING {JOB_COLUMNS}"
                 ),
-                &[&now.0, &worker, &lease_until.0, &id],
+                &[&now.0, &worker, &db_now.saturating_add(lease_ms), &id],
             )
             .await
             .map_err(db_err)?;
@@ -98,19 +104,21 @@ impl JobStore for PostgresStore {
         to_job(&row).map(Some)
     }
 
-    async fn renew_job(
-        &self,
-        id: u64,
-        worker: &str,
-        progress: u8,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool> {
+    async fn renew_job(&self, fence: &JobFence, progress: u8, lease_ms: u64, now: Timestamp) -> Result<bool> {
         let conn = self.conn().await?;
         conn.execute(
-            "UPDATE jobs SET progress = $3, lease_until = $4, updated_at = $5
-             WHERE id = $1 AND worker = $2 AND state = 'RUNNING'",
-            &[&(id as i64), &worker, &i32::from(progress), &lease_until.0, &now.0],
+            &format!(
+                "UPDATE jobs SET progress = $4, lease_expires_ms = {DB_NOW_MS} + $5, updated_at = $6
+                 WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'RUNNING'"
+            ),
+            &[
+                &(fence.job as i64),
+                &fence.worker,
+                &i32::try_from(fence.attempt).unwrap_or(i32::MAX),
+                &i32::from(progress),
+                &i64::try_from(lease_ms).unwrap_or(i64::MAX),
+                &now.0,
+            ],
         )
         .await
         .map(|n| n == 1)
@@ -119,21 +127,40 @@ impl JobStore for PostgresStore {
 
     async fn finish_job(
         &self,
-        id: u64,
+        fence: &JobFence,
         state: JobState,
         result: Option<&str>,
         error: Option<&str>,
+        retry_after_ms: u64,
         now: Timestamp,
     ) -> Result<()> {
         let conn = self.conn().await?;
-        conn.execute(
-            "UPDATE jobs SET state = $2, result = $3, error = $4, updated_at = $5, lease_until = NULL,
-             progress = CASE WHEN $2 = 'SUCCEEDED' THEN 100 ELSE progress END WHERE id = $1",
-            &[&(id as i64), &state.as_str(), &result, &error, &now.0],
-        )
-        .await
-        .map(|_| ())
-        .map_err(db_err)
+        let n = conn
+            .execute(
+                &format!(
+                    "UPDATE jobs SET state = $4, result = $5, error = $6, updated_at = $7, lease_expires_ms = NULL,
+                     not_before_ms = {DB_NOW_MS} + $8,
+                     progress = CASE WHEN $4 = 'SUCCEEDED' THEN 100 ELSE progress END
+                     WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'RUNNING'"
+                ),
+                &[
+                    &(fence.job as i64),
+                    &fence.worker,
+                    &i32::try_from(fence.attempt).unwrap_or(i32::MAX),
+                    &state.as_str(),
+                    &result,
+                    &error,
+                    &now.0,
+                    &i64::try_from(retry_after_ms).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(MetaStoreError::LeaseLost(fence.job))
+        }
     }
 
     async fn get_job(&self, id: u64) -> Result<Option<JobRecord>> {

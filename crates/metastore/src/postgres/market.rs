@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use tokio_postgres::Transaction;
 
 use super::instances::put_instance;
-use super::{db_err, put_image, PostgresStore};
+use super::{check_fence, db_err, put_image, PostgresStore};
 use crate::tke::{decode, encode};
-use crate::{encode_image, MarketStore, MeterStore, Result};
+use crate::{encode_image, JobFence, MarketStore, MeterStore, Result};
 use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
 use imaged_domain::metering::Segment;
@@ -148,9 +148,16 @@ impl PostgresStore {
 
 #[async_trait]
 impl MeterStore for PostgresStore {
-    async fn put_instances_metered(&self, instances: &[Instance], open: &[Segment], at: Timestamp) -> Result<()> {
+    async fn put_instances_metered(
+        &self,
+        instances: &[Instance],
+        open: &[Segment],
+        at: Timestamp,
+        fence: Option<&JobFence>,
+    ) -> Result<()> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        check_fence(&tx, fence).await?;
         for instance in instances {
             close_segments(&tx, instance.id.as_str(), at).await?;
             put_instance(&tx, instance).await?;
@@ -161,9 +168,10 @@ impl MeterStore for PostgresStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool> {
+    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp, fence: Option<&JobFence>) -> Result<bool> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        check_fence(&tx, fence).await?;
         close_segments(&tx, id.as_str(), at).await?;
         tx.execute("DELETE FROM tke_nodes WHERE instance_id = $1", &[&id.as_str()]).await.map_err(db_err)?;
         let n = tx.execute("DELETE FROM instances WHERE id = $1", &[&id.as_str()]).await.map_err(db_err)?;
@@ -171,9 +179,16 @@ impl MeterStore for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn finish_image_metered(&self, image: &Image, expected: ImageState, open: &[Segment]) -> Result<bool> {
+    async fn finish_image_metered(
+        &self,
+        image: &Image,
+        expected: ImageState,
+        open: &[Segment],
+        fence: Option<&JobFence>,
+    ) -> Result<bool> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db_err)?;
+        check_fence(&tx, fence).await?;
         let n = tx
             .execute(
                 "UPDATE images SET state = $2, doc = $3 WHERE id = $1 AND state = $4",

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Config, NoTls, Row};
 
-use crate::{encode_image, encode_instance, owner_column, JobRecord, ManifestRecord, MetaStoreError, Refused, Result};
+use crate::{
+    encode_image, encode_instance, owner_column, JobFence, JobRecord, ManifestRecord, MetaStoreError, Refused, Result,
+};
 use imaged_domain::instance::Instance;
 use imaged_domain::{Image, ImageId};
 
@@ -218,11 +220,29 @@ fn to_manifest(r: &Row) -> Result<ManifestRecord> {
     })
 }
 
+/// The database's clock in milliseconds: what leases are compared with.
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// Whether a job's write may land: `fence` (if any) still holds the job's lease. The job's
+/// row is locked for share until the write commits, so a takeover waits for it (and is then
+/// seen by every later write of the old worker).
+async fn check_fence(tx: &tokio_postgres::Transaction<'_>, fence: Option<&JobFence>) -> Result<()> {
+    let Some(f) = fence else { return Ok(()) };
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM jobs WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'RUNNING' FOR SHARE",
+            &[&(f.job as i64), &f.worker, &i32::try_from(f.attempt).unwrap_or(i32::MAX)],
+        )
+        .await
+        .map_err(db_err)?;
+    held.map(|_| ()).ok_or(MetaStoreError::LeaseLost(f.job))
+}
+
 async fn insert_job_row<C: tokio_postgres::GenericClient>(client: &C, job: &JobRecord) -> Result<u64> {
     let row = client
         .query_one(
-            "INSERT INTO jobs (kind, region, account_id, image_id, state, progress, params, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+            "INSERT INTO jobs (kind, region, account_id, image_id, state, progress, params, created_at, updated_at, host)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING id",
             &[
                 &job.kind,
                 &job.region,
@@ -232,6 +252,7 @@ async fn insert_job_row<C: tokio_postgres::GenericClient>(client: &C, job: &JobR
                 &i32::from(job.progress),
                 &job.params,
                 &job.created_at.0,
+                &job.host,
             ],
         )
         .await

@@ -224,4 +224,11 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE INDEX uploads_by_account ON uploads(account_id, expires_at);",
     ),
+    (
+        12,
+        "ALTER TABLE jobs ADD COLUMN lease_expires_ms BIGINT;
+    ALTER TABLE jobs ADD COLUMN not_before_ms BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN host TEXT;
+    UPDATE jobs SET lease_expires_ms = lease_until * 1000 WHERE lease_until IS NOT NULL;",
+    ),
 ];

@@ -3,8 +3,10 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{db_err, detach_manifest_tx, manifest_row, put_image, to_manifest, SqliteStore, MANIFEST_COLUMNS};
-use crate::{BlockRefStore, ManifestRecord, MetaStoreError, Result};
+use super::{
+    check_fence, db_err, detach_manifest_tx, manifest_row, put_image, to_manifest, SqliteStore, MANIFEST_COLUMNS,
+};
+use crate::{BlockRefStore, JobFence, ManifestRecord, MetaStoreError, Result};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{Image, ImageId};
 
@@ -106,11 +108,12 @@ impl BlockRefStore for SqliteStore {
             .await
     }
 
-    async fn detach_manifest(&self, image: &ImageId) -> Result<bool> {
-        let image = image.clone();
+    async fn detach_manifest(&self, image: &ImageId, fence: Option<&JobFence>) -> Result<bool> {
+        let (image, fence) = (image.clone(), fence.cloned());
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                check_fence(&tx, fence.as_ref())?;
                 let detached = detach_manifest_tx(&tx, &image)?;
                 tx.commit().map_err(db_err)?;
                 Ok(detached)

@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{check_custom_insert, db_err, detach_manifest_tx, insert_job_row, put_image, SqliteStore};
+use super::{check_custom_insert, check_fence, db_err, detach_manifest_tx, insert_job_row, put_image, SqliteStore};
 use crate::{
-    account_from_column, decode_image, encode_image, owner_column, ImageStore, JobRecord, Refused, Result, VisibleImage,
+    account_from_column, decode_image, encode_image, owner_column, ImageStore, JobFence, JobRecord, Refused, Result,
+    VisibleImage,
 };
 use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageState};
@@ -95,16 +96,25 @@ impl ImageStore for SqliteStore {
             .await
     }
 
-    async fn update_image_if_state(&self, image: &Image, expected: ImageState) -> Result<bool> {
-        let image = image.clone();
+    async fn update_image_if_state(
+        &self,
+        image: &Image,
+        expected: ImageState,
+        fence: Option<&JobFence>,
+    ) -> Result<bool> {
+        let (image, fence) = (image.clone(), fence.cloned());
         self.writer
             .run(move |conn| {
-                conn.execute(
-                    "UPDATE images SET state = ?2, doc = ?3 WHERE id = ?1 AND state = ?4",
-                    params![image.id.as_str(), image.state.as_str(), encode_image(&image)?, expected.as_str()],
-                )
-                .map(|n| n == 1)
-                .map_err(db_err)
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                check_fence(&tx, fence.as_ref())?;
+                let n = tx
+                    .execute(
+                        "UPDATE images SET state = ?2, doc = ?3 WHERE id = ?1 AND state = ?4",
+                        params![image.id.as_str(), image.state.as_str(), encode_image(&image)?, expected.as_str()],
+                    )
+                    .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                Ok(n == 1)
             })
             .await
     }

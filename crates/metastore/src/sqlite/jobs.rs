@@ -3,16 +3,30 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{db_err, insert_job_row, SqliteStore};
-use crate::{account_from_column, JobRecord, JobState, JobStore, MetaStoreError, Refused, Result};
+use super::{db_err, insert_job_row, SqliteStore, DB_NOW_MS};
+use crate::{account_from_column, JobFence, JobRecord, JobState, JobStore, MetaStoreError, Refused, Result};
 use imaged_domain::time::Timestamp;
 use imaged_domain::{Image, ImageId};
 
-const JOB_COLUMNS: &str =
-    "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, created_at, updated_at";
+const JOB_COLUMNS: &str = "id, kind, region, account_id, image_id, state, progress, params, result, error, attempts, \
+                           created_at, updated_at, worker, host";
 
-type JobRow =
-    (i64, String, String, i64, Option<String>, String, i64, String, Option<String>, Option<String>, i64, i64, i64);
+type JobRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    (Option<String>, Option<String>),
+);
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok((
@@ -29,6 +43,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         r.get(10)?,
         r.get(11)?,
         r.get(12)?,
+        (r.get(13)?, r.get(14)?),
     ))
 }
 
@@ -45,6 +60,8 @@ fn to_job(row: JobRow) -> Result<JobRecord> {
         result: row.8,
         error: row.9,
         attempts: u32::try_from(row.10).unwrap_or(0),
+        worker: row.13 .0,
+        host: row.13 .1,
         created_at: Timestamp(row.11),
         updated_at: Timestamp(row.12),
     })
@@ -64,35 +81,39 @@ impl JobStore for SqliteStore {
     async fn claim_job(
         &self,
         worker: &str,
+        host: &str,
         kinds: &[&str],
         per_account: u32,
+        lease_ms: u64,
         now: Timestamp,
-        lease_until: Timestamp,
     ) -> Result<Option<JobRecord>> {
-        let worker = worker.to_owned();
+        let (worker, host) = (worker.to_owned(), host.to_owned());
         let kinds = serde_json::to_string(kinds).map_err(|e| MetaStoreError::Backend(e.to_string()))?;
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                let db_now: i64 = tx.query_row(&format!("SELECT {DB_NOW_MS}"), [], |r| r.get(0)).map_err(db_err)?;
                 let id: Option<i64> = tx
                     .query_row(
                         "SELECT id FROM jobs j
-                         WHERE (j.state = 'QUEUED' OR (j.state = 'RUNNING' AND j.lease_until < ?1))
+                         WHERE ((j.state = 'QUEUED' AND j.not_before_ms <= ?1)
+                                OR (j.state = 'RUNNING' AND j.lease_expires_ms < ?1))
                            AND j.kind IN (SELECT value FROM json_each(?2))
+                           AND (j.host IS NULL OR j.host = ?4)
                            AND (SELECT COUNT(*) FROM jobs r
-                                WHERE r.account_id = j.account_id AND r.state = 'RUNNING' AND r.lease_until >= ?1
+                                WHERE r.account_id = j.account_id AND r.state = 'RUNNING' AND r.lease_expires_ms >= ?1
                                   AND r.kind IN (SELECT value FROM json_each(?2))) < ?3
                          ORDER BY j.id LIMIT 1",
-                        params![now.0, kinds, per_account],
+                        params![db_now, kinds, per_account, host],
                         |r| r.get(0),
                     )
                     .optional()
                     .map_err(db_err)?;
                 let Some(id) = id else { return Ok(None) };
                 tx.execute(
-                    "UPDATE jobs SET state = 'RUNNING', worker = ?2, lease_until = ?3, attempts = attempts + 1,
+                    "UPDATE jobs SET state = 'RUNNING', worker = ?2, lease_expires_ms = ?3, attempts = attempts + 1,
                      updated_at = ?4 WHERE id = ?1",
-                    params![id, worker, lease_until.0, now.0],
+                    params![id, worker, db_now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX)), now.0],
                 )
                 .map_err(db_err)?;
                 let row = tx
@@ -104,21 +125,16 @@ impl JobStore for SqliteStore {
             .await
     }
 
-    async fn renew_job(
-        &self,
-        id: u64,
-        worker: &str,
-        progress: u8,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let worker = worker.to_owned();
+    async fn renew_job(&self, fence: &JobFence, progress: u8, lease_ms: u64, now: Timestamp) -> Result<bool> {
+        let f = fence.clone();
         self.writer
             .run(move |conn| {
                 conn.execute(
-                    "UPDATE jobs SET progress = ?3, lease_until = ?4, updated_at = ?5
-                     WHERE id = ?1 AND worker = ?2 AND state = 'RUNNING'",
-                    params![id as i64, worker, progress, lease_until.0, now.0],
+                    &format!(
+                        "UPDATE jobs SET progress = ?4, lease_expires_ms = {DB_NOW_MS} + ?5, updated_at = ?6
+                         WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND state = 'RUNNING'"
+                    ),
+                    params![f.job as i64, f.worker, f.attempt, progress, lease_ms as i64, now.0],
                 )
                 .map(|n| n == 1)
                 .map_err(db_err)
@@ -128,22 +144,41 @@ impl JobStore for SqliteStore {
 
     async fn finish_job(
         &self,
-        id: u64,
+        fence: &JobFence,
         state: JobState,
         result: Option<&str>,
         error: Option<&str>,
+        retry_after_ms: u64,
         now: Timestamp,
     ) -> Result<()> {
-        let (result, error) = (result.map(str::to_owned), error.map(str::to_owned));
+        let (f, result, error) = (fence.clone(), result.map(str::to_owned), error.map(str::to_owned));
         self.writer
             .run(move |conn| {
-                conn.execute(
-                    "UPDATE jobs SET state = ?2, result = ?3, error = ?4, updated_at = ?5, lease_until = NULL,
-                     progress = CASE WHEN ?2 = 'SUCCEEDED' THEN 100 ELSE progress END WHERE id = ?1",
-                    params![id as i64, state.as_str(), result, error, now.0],
-                )
-                .map(|_| ())
-                .map_err(db_err)
+                let n = conn
+                    .execute(
+                        &format!(
+                            "UPDATE jobs SET state = ?4, result = ?5, error = ?6, updated_at = ?7, lease_expires_ms = NULL,
+                             not_before_ms = {DB_NOW_MS} + ?8,
+                             progress = CASE WHEN ?4 = 'SUCCEEDED' THEN 100 ELSE progress END
+                             WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND state = 'RUNNING'"
+                        ),
+                        params![
+                            f.job as i64,
+                            f.worker,
+                            f.attempt,
+                            state.as_str(),
+                            result,
+                            error,
+                            now.0,
+                            retry_after_ms as i64
+                        ],
+                    )
+                    .map_err(db_err)?;
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(MetaStoreError::LeaseLost(f.job))
+                }
             })
             .await
     }

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::instances::put_instance;
-use super::{db_err, put_image, SqliteStore};
+use super::{check_fence, db_err, put_image, SqliteStore};
 use crate::tke::{decode, encode};
-use crate::{encode_image, MarketStore, MeterStore, Result};
+use crate::{encode_image, JobFence, MarketStore, MeterStore, Result};
 use imaged_domain::instance::Instance;
 use imaged_domain::market::{Listing, ListingId};
 use imaged_domain::metering::Segment;
@@ -161,11 +161,18 @@ fn segments(
 
 #[async_trait]
 impl MeterStore for SqliteStore {
-    async fn put_instances_metered(&self, instances: &[Instance], open: &[Segment], at: Timestamp) -> Result<()> {
-        let (instances, open) = (instances.to_vec(), open.to_vec());
+    async fn put_instances_metered(
+        &self,
+        instances: &[Instance],
+        open: &[Segment],
+        at: Timestamp,
+        fence: Option<&JobFence>,
+    ) -> Result<()> {
+        let (instances, open, fence) = (instances.to_vec(), open.to_vec(), fence.cloned());
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                check_fence(&tx, fence.as_ref())?;
                 for instance in &instances {
                     close_segments(&tx, instance.id.as_str(), at)?;
                     put_instance(&tx, instance)?;
@@ -178,11 +185,12 @@ impl MeterStore for SqliteStore {
             .await
     }
 
-    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp) -> Result<bool> {
-        let id = id.clone();
+    async fn delete_instance_metered(&self, id: &InstanceId, at: Timestamp, fence: Option<&JobFence>) -> Result<bool> {
+        let (id, fence) = (id.clone(), fence.cloned());
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                check_fence(&tx, fence.as_ref())?;
                 close_segments(&tx, id.as_str(), at)?;
                 tx.execute("DELETE FROM tke_nodes WHERE instance_id = ?1", params![id.as_str()]).map_err(db_err)?;
                 let n = tx.execute("DELETE FROM instances WHERE id = ?1", params![id.as_str()]).map_err(db_err)?;
@@ -192,11 +200,18 @@ impl MeterStore for SqliteStore {
             .await
     }
 
-    async fn finish_image_metered(&self, image: &Image, expected: ImageState, open: &[Segment]) -> Result<bool> {
-        let (image, open) = (image.clone(), open.to_vec());
+    async fn finish_image_metered(
+        &self,
+        image: &Image,
+        expected: ImageState,
+        open: &[Segment],
+        fence: Option<&JobFence>,
+    ) -> Result<bool> {
+        let (image, open, fence) = (image.clone(), open.to_vec(), fence.cloned());
         self.writer
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+                check_fence(&tx, fence.as_ref())?;
                 let n = tx
                     .execute(
                         "UPDATE images SET state = ?2, doc = ?3 WHERE id = ?1 AND state = ?4",

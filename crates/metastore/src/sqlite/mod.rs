@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::Semaphore;
 
-use crate::{encode_image, encode_instance, owner_column, JobRecord, ManifestRecord, MetaStoreError, Refused, Result};
+use crate::{
+    encode_image, encode_instance, owner_column, JobFence, JobRecord, ManifestRecord, MetaStoreError, Refused, Result,
+};
 use imaged_domain::instance::Instance;
 use imaged_domain::{Image, ImageId};
 
@@ -226,10 +228,28 @@ fn check_custom_insert(tx: &Connection, image: &Image, quota: u32) -> Result<Res
     })
 }
 
+/// The database's clock in milliseconds: what leases are compared with.
+const DB_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+/// Whether a job's write may land: `fence` (if any) still holds the job's lease. Checked on
+/// the writer connection, inside the write's transaction.
+fn check_fence(tx: &Connection, fence: Option<&JobFence>) -> Result<()> {
+    let Some(f) = fence else { return Ok(()) };
+    let held: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM jobs WHERE id = ?1 AND worker = ?2 AND attempts = ?3 AND state = 'RUNNING'",
+            params![f.job as i64, f.worker, f.attempt],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    held.map(|_| ()).ok_or(MetaStoreError::LeaseLost(f.job))
+}
+
 fn insert_job_row(tx: &Connection, job: &JobRecord) -> Result<u64> {
     tx.execute(
-        "INSERT INTO jobs (kind, region, account_id, image_id, state, progress, params, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        "INSERT INTO jobs (kind, region, account_id, image_id, state, progress, params, created_at, updated_at, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
         params![
             job.kind,
             job.region,
@@ -238,7 +258,8 @@ fn insert_job_row(tx: &Connection, job: &JobRecord) -> Result<u64> {
             job.state.as_str(),
             job.progress,
             job.params,
-            job.created_at.0
+            job.created_at.0,
+            job.host
         ],
     )
     .map_err(db_err)?;
