@@ -33,4 +33,4 @@ mod transfer;
 
 pub use error::ApiError;
 pub use listener::{serve, ListenerLimits};
-pub use server::{router, MAX_POST_BYTES, MAX_QUERY_BYTES};
+pub use server::{router, serve_metrics, MAX_POST_BYTES, MAX_QUERY_BYTES};

@@ -1,7 +1,9 @@
 //! The HTTP edge: one handler at `/` that checks method and size, verifies the TC3 signature,
 //! routes on (service from the credential scope, `X-TC-Version`, `X-TC-Action`), checks the
 //! parameters against the action's schema and answers in Tencent's envelope. `/healthz` answers
-//! 200 once the server accepts requests.
+//! 200 once the server accepts requests (liveness); `/healthz/ready` says whether the database
+//! and the object store answer (503 when one does not). `/metrics` is served only on the
+//! operator's address ([`metrics_router`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -217,6 +219,7 @@ fn tke_actions() -> impl Iterator<Item = Action> {
 pub fn router(service: Service) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/healthz/ready", get(ready))
         .route("/upload", axum::routing::any(crate::transfer::upload))
         .route("/download", axum::routing::any(crate::transfer::download))
         .fallback(api)
@@ -225,6 +228,58 @@ pub fn router(service: Service) -> Router {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: 200 when the database and the object store answer, else 503; JSON either way.
+async fn ready(State(service): State<Service>) -> Response {
+    let r = service.readiness().await;
+    let word = |e: &Option<String>| e.clone().unwrap_or_else(|| "ok".to_owned());
+    let body = serde_json::json!({"ready": r.ready(), "database": word(&r.database), "objects": word(&r.objects)});
+    let mut resp = json_response(serde_json::to_vec(&body).unwrap_or_default());
+    if !r.ready() {
+        *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    resp
+}
+
+/// Serves `/metrics` (OpenMetrics text) on `listener`, an address only operators reach.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, service: Service) {
+    let router = Router::new().route("/metrics", get(metrics)).with_state(service);
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::warn!("the metrics listener stopped: {e}");
+    }
+}
+
+async fn metrics(State(service): State<Service>) -> Response {
+    match service.render_metrics().await {
+        Ok(text) => {
+            let mut resp = Response::new(Body::from(text));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            resp
+        }
+        Err(e) => {
+            let mut resp = Response::new(Body::from(format!("metrics unavailable: {e}\n")));
+            *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
+    }
+}
+
+/// The action label of a request's metrics: its name only once the request was authenticated
+/// and routed (else anyone could grow the label set), and only if it looks like an action.
+fn action_label(action: Option<&str>, result: &Result<Vec<u8>, ApiError>) -> String {
+    let unrouted = result.as_ref().err().is_some_and(|e| {
+        e.code.starts_with("AuthFailure")
+            || e.code.starts_with("NoSuch")
+            || matches!(e.code, "InvalidAction" | "UnsupportedProtocol" | "RequestSizeLimitExceeded")
+    });
+    match action {
+        Some(a) if !unrouted && a.len() <= 64 && a.bytes().all(|b| b.is_ascii_alphanumeric()) => a.to_owned(),
+        _ => imaged_app::metrics::UNNAMED_ACTION.to_owned(),
+    }
 }
 
 pub(crate) fn request_id() -> String {
@@ -273,11 +328,16 @@ pub(crate) fn json_response(body: Vec<u8>) -> Response {
 async fn api(State(service): State<Service>, req: Request<Body>) -> Response {
     let lang = Language::from_header(req.headers().get("x-tc-language").and_then(|v| v.to_str().ok()));
     let id = request_id();
+    let started = std::time::Instant::now();
+    let action = header(req.headers(), "x-tc-action").map(str::to_owned);
+    let metrics = std::sync::Arc::clone(service.metrics());
     // Run the request in its own task: a panic anywhere becomes an InternalError envelope.
     let result = match tokio::spawn(handle(service, req, id.clone())).await {
         Ok(result) => result,
         Err(e) => Err(ApiError::internal(&format!("request task failed: {e}"))),
     };
+    let code = result.as_ref().map_or_else(|e| e.code, |_| "Success");
+    metrics.record_request(&action_label(action.as_deref(), &result), code, started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         tracing::debug!(request_id = %id, code = e.code, "request refused");
     }

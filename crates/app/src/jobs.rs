@@ -86,6 +86,8 @@ impl JobFailure {
 impl Service {
     /// Starts the job workers of `pools` on the current runtime.
     pub fn spawn_job_workers(&self, pools: WorkerPools) {
+        // Jobs queued by other servers wake these workers too.
+        self.store().watch_jobs(Arc::clone(self.wake_handle()));
         let classes = [(TRANSFER_KINDS, pools.transfer, "t"), (INSTANCE_KINDS, pools.instance, "i")];
         for (kinds, count, tag) in classes {
             for n in 0..count {

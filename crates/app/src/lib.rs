@@ -49,6 +49,7 @@ pub mod maintenance;
 pub mod market;
 pub mod messages;
 pub mod metering;
+pub mod metrics;
 pub mod pricing;
 mod replay;
 pub mod scratch;

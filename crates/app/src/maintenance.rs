@@ -86,6 +86,14 @@ impl Service {
         if !digests.is_empty() {
             tracing::info!(region, blocks = digests.len(), "garbage collected");
         }
+        let record = imaged_metastore::MaintenanceReport {
+            kind: "gc".into(),
+            region: region.to_owned(),
+            at: now(),
+            blocks: digests.len() as u64,
+            problems: 0,
+        };
+        self.store().record_maintenance(&record).await?;
         Ok(GcReport { region: region.to_owned(), deleted_blocks: digests.len() as u64 })
     }
 
@@ -167,6 +175,15 @@ impl Service {
             };
             report.bad_blocks.push(BadBlock { digest: hex, problem, images });
         }
+        // For every server's `/metrics`.
+        let record = imaged_metastore::MaintenanceReport {
+            kind: "fsck".into(),
+            region: region.to_owned(),
+            at: now(),
+            blocks: report.checked_blocks,
+            problems: report.bad_blocks.len() as u64,
+        };
+        self.store().record_maintenance(&record).await?;
         Ok(report)
     }
 

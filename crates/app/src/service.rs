@@ -125,6 +125,7 @@ pub struct Service {
     data: Arc<DataConfig>,
     wake: Arc<tokio::sync::Notify>,
     worker_id: Arc<str>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     scratch: Arc<ScratchSpace>,
     replay: Arc<ReplayCache>,
     clock: Arc<dyn Clock>,
@@ -160,6 +161,7 @@ impl Service {
             data: Arc::new(data),
             wake: Arc::new(tokio::sync::Notify::new()),
             worker_id: worker_id.into(),
+            metrics: Arc::default(),
             clock: Arc::new(SystemClock),
             prices: Arc::new(PriceTable::default()),
             guests: crate::guests::Guests::default(),
@@ -211,6 +213,10 @@ impl Service {
     }
 
     pub(crate) fn wakeup(&self) -> &tokio::sync::Notify {
+        &self.wake
+    }
+
+    pub(crate) fn wake_handle(&self) -> &Arc<tokio::sync::Notify> {
         &self.wake
     }
 

@@ -28,6 +28,7 @@
 //! | a region's own bucket or prefix | | | `[storage.regions]` region = "url" | `regions/<region>/` under `url` |
 //! | master key (servers sharing a database share it) | | `IMAGED_MASTER_KEY_FILE` | `master_key_file` | `DATA_DIR/master.key` |
 //! | this host's name (instances' disks and jobs stay on it; unique per data directory) | | `IMAGED_HOST_ID` | `host_id` | the machine's host name |
+//! | `/metrics` (OpenMetrics) on an operator address | | `IMAGED_METRICS_LISTEN` | `metrics_listen` | off |
 //! | config file | `--config` | `IMAGED_CONFIG` | | `DATA_DIR/imaged.toml` if present |
 //! | TLS certificate chain and key (PEM) | `--tls-cert`, `--tls-key` | `IMAGED_TLS_CERT`, `IMAGED_TLS_KEY` | `tls_cert`, `tls_key` | none: plain HTTP |
 //!
@@ -100,6 +101,8 @@ pub struct FileConfig {
     pub master_key_file: Option<PathBuf>,
     /// This host's name.
     pub host_id: Option<String>,
+    /// Where `/metrics` is served (an address only operators reach); off when unset.
+    pub metrics_listen: Option<String>,
 }
 
 /// `[storage]`: where the block stores live.
@@ -234,6 +237,8 @@ pub struct Config {
     pub master_key_file: PathBuf,
     /// This host's name, when configured.
     pub host_id: Option<String>,
+    /// Where `/metrics` is served, when configured.
+    pub metrics_listen: Option<String>,
 }
 
 /// What the command line gave.
@@ -344,7 +349,9 @@ impl Config {
         if let Some(url) = env("IMAGED_EXPORT_BUCKET") {
             buckets.insert(imaged_app::data::DEFAULT_BUCKET.to_owned(), url);
         }
+        let metrics_listen = env("IMAGED_METRICS_LISTEN").or(file.metrics_listen);
         Ok(Self {
+            metrics_listen,
             host_id,
             storage,
             master_key_file,

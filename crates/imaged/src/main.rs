@@ -426,6 +426,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         _ => bail!("TLS needs both a certificate (tls_cert) and its key (tls_key)"),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(at) = &cfg.metrics_listen {
+        let metrics =
+            tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding metrics_listen {at}"))?;
+        println!("imaged metrics on http://{}/metrics", metrics.local_addr()?);
+        tokio::spawn(imaged_api::serve_metrics(metrics, service.clone()));
+    }
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;

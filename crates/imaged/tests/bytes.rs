@@ -61,14 +61,7 @@ fn convert(raw: &Path, format: &str) -> PathBuf {
 
 /// Runs an `imaged` client command against the server as `creds`.
 fn imaged(server: &Server, creds: &Creds, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imaged"))
-        .args(args)
-        .env("IMAGED_ENDPOINT", format!("http://{}", server.addr))
-        .env("TENCENTCLOUD_SECRET_ID", &creds.secret_id)
-        .env("TENCENTCLOUD_SECRET_KEY", &creds.secret_key)
-        .env("TENCENTCLOUD_REGION", "ap-guangzhou")
-        .output()
-        .expect("run imaged")
+    support::imaged_client(server, creds, args)
 }
 
 fn cli_import(server: &Server, creds: &Creds, file: &Path, name: &str, format: &str) -> String {

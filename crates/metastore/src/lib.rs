@@ -8,6 +8,7 @@
 //! - [`sqlite`] and [`postgres`], behind features of the same names;
 //! - [`market`]: the marketplace's trait ([`MarketStore`]);
 //! - [`tke`]: the TKE and message-centre traits ([`TkeStore`], [`MessageStore`]);
+//! - [`ops`]: readiness, job counts and maintenance results ([`OpsStore`]);
 //! - [`uploads`]: uploads in progress ([`UploadStore`]), so any server continues any upload;
 //! - [`testsuite`]: the conformance suite, public so each backend's tests call it.
 //!
@@ -20,6 +21,7 @@ use imaged_domain::time::Timestamp;
 use imaged_domain::{AccountId, Image, ImageId, ImageState, InstanceId};
 
 pub mod market;
+pub mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -32,6 +34,7 @@ pub mod tke;
 pub mod uploads;
 
 pub use market::{MarketStore, MeterStore};
+pub use ops::{JobCount, MaintenanceReport, OpsStore};
 pub use tke::{MessageStore, TkeStore, TkeWrite};
 pub use uploads::{UploadRecord, UploadStore};
 
@@ -535,6 +538,12 @@ pub trait JobStore: Send + Sync {
     async fn get_job(&self, id: u64) -> Result<Option<JobRecord>>;
     /// Creation time of the oldest queued or running job in a region (GC keeps what it may need).
     async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>>;
+    /// Wakes `wake` whenever any server of the deployment queues a job (PostgreSQL: LISTEN /
+    /// NOTIFY, reconnected when it drops). The default does nothing: one process shares its
+    /// own wake-ups, and workers poll besides.
+    fn watch_jobs(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 }
 
 /// A file an export job wrote into a bucket, and who may download it.
@@ -597,6 +606,7 @@ pub trait MetaStore:
     + MarketStore
     + MeterStore
     + UploadStore
+    + OpsStore
 {
 }
 impl<T> MetaStore for T where
@@ -613,6 +623,7 @@ impl<T> MetaStore for T where
         + MarketStore
         + MeterStore
         + UploadStore
+        + OpsStore
 {
 }
 

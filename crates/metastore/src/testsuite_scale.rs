@@ -14,6 +14,33 @@ pub(crate) async fn run<S: MetaStore + Clone + 'static>(store: &S) {
     concurrent_upload_creations_never_exceed_the_live_limit(store.clone()).await;
     a_worker_that_lost_its_lease_writes_nothing(store).await;
     retries_wait_and_host_jobs_run_only_on_their_host(store).await;
+    operations_read_job_counts_and_the_last_maintenance_results(store).await;
+}
+
+async fn operations_read_job_counts_and_the_last_maintenance_results<S: MetaStore>(store: &S) {
+    store.ping().await.expect("the database answers");
+    let owner = new_account(store, "counted-jobs").await;
+    for at in [40, 30, 50] {
+        store.insert_job(&job("k-counted", "ap-xian", owner, None, at)).await.expect("insert");
+    }
+    let counts = store.job_counts().await.expect("db");
+    let queued = counts.iter().find(|c| c.kind == "k-counted" && c.state == JobState::Queued).expect("counted");
+    assert_eq!((queued.count, queued.oldest), (3, Timestamp(30)));
+
+    let report = |at, blocks, problems| crate::MaintenanceReport {
+        kind: "fsck".into(),
+        region: "ap-xian".into(),
+        at: Timestamp(at),
+        blocks,
+        problems,
+    };
+    store.record_maintenance(&report(100, 7, 1)).await.expect("record");
+    store.record_maintenance(&report(200, 9, 0)).await.expect("replace");
+    let gc = crate::MaintenanceReport { kind: "gc".into(), ..report(150, 3, 0) };
+    store.record_maintenance(&gc).await.expect("record gc");
+    let reports = store.maintenance_reports().await.expect("db");
+    let mine: Vec<_> = reports.into_iter().filter(|r| r.region == "ap-xian").collect();
+    assert_eq!(mine, vec![report(200, 9, 0), gc], "the last run of each pass, per region");
 }
 
 async fn a_worker_that_lost_its_lease_writes_nothing<S: MetaStore>(store: &S) {

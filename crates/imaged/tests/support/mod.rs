@@ -90,6 +90,8 @@ pub struct Server {
     pub addr: String,
     pub dir: tempfile::TempDir,
     pub admin: Creds,
+    /// What the server printed before it listened (this start).
+    pub banner: Vec<String>,
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
 }
@@ -157,7 +159,7 @@ impl Server {
         let admin: Creds =
             serde_json::from_slice(&std::fs::read(dir.path().join("credentials.json")).expect("credentials.json"))
                 .expect("credentials json");
-        let server = Server { child, addr, dir, admin, env, wrapper };
+        let server = Server { child, addr, dir, admin, banner, env, wrapper };
         server.wait_healthy();
         Some(server)
     }
@@ -168,11 +170,12 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::copy(self.dir.path().join("master.key"), dir.path().join("master.key")).expect("master key");
         std::fs::write(dir.path().join("imaged.toml"), "").expect("config");
-        let (child, addr, _) = spawn(dir.path(), &self.env, &self.wrapper);
+        let (child, addr, banner) = spawn(dir.path(), &self.env, &self.wrapper);
         let server = Server {
             child,
             addr,
             dir,
+            banner,
             admin: self.admin.clone(),
             env: self.env.clone(),
             wrapper: self.wrapper.clone(),
@@ -207,20 +210,28 @@ impl Server {
                 std::thread::spawn(move || {
                     let dir = tempfile::tempdir().expect("tempdir");
                     std::fs::write(dir.path().join("imaged.toml"), "").expect("config");
-                    let (child, addr, _) = spawn(dir.path(), &env, &[]);
-                    (child, addr, dir, env)
+                    let (child, addr, banner) = spawn(dir.path(), &env, &[]);
+                    (child, addr, dir, env, banner)
                 })
             })
             .collect();
         let started: Vec<_> = starts.into_iter().map(|t| t.join().expect("start")).collect();
         let admin = started
             .iter()
-            .find_map(|(_, _, dir, _)| std::fs::read(dir.path().join("credentials.json")).ok())
+            .find_map(|(_, _, dir, _, _)| std::fs::read(dir.path().join("credentials.json")).ok())
             .map(|json| serde_json::from_slice::<Creds>(&json).expect("credentials json"))
             .expect("one server wrote the administrator's credentials");
         let servers: Vec<Server> = started
             .into_iter()
-            .map(|(child, addr, dir, env)| Server { child, addr, dir, admin: admin.clone(), env, wrapper: Vec::new() })
+            .map(|(child, addr, dir, env, banner)| Server {
+                child,
+                addr,
+                dir,
+                admin: admin.clone(),
+                banner,
+                env,
+                wrapper: Vec::new(),
+            })
             .collect();
         for s in &servers {
             s.wait_healthy();
@@ -247,6 +258,7 @@ impl Server {
         let (child, addr, banner) = spawn(self.dir.path(), &self.env, &self.wrapper);
         self.child = child;
         self.addr = addr;
+        self.banner = banner.clone();
         self.wait_healthy();
         banner
     }
@@ -338,6 +350,19 @@ impl Server {
     pub fn get(&self, creds: &Creds, action: &str, query: &str) -> RawResponse {
         signed_request(&self.addr, creds, "GET", query, "application/x-www-form-urlencoded", action, b"", now(), &[])
     }
+}
+
+/// Runs an `imaged` client command (`upload`, `import`, `export`, …) against `server` as `creds`
+/// in ap-guangzhou.
+pub fn imaged_client(server: &Server, creds: &Creds, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imaged"))
+        .args(args)
+        .env("IMAGED_ENDPOINT", format!("http://{}", server.addr))
+        .env("TENCENTCLOUD_SECRET_ID", &creds.secret_id)
+        .env("TENCENTCLOUD_SECRET_KEY", &creds.secret_key)
+        .env("TENCENTCLOUD_REGION", "ap-guangzhou")
+        .output()
+        .expect("run imaged")
 }
 
 /// Spawns `imaged serve` on port 0; returns the child, its address and the lines it printed first.

@@ -172,6 +172,18 @@ impl JobStore for PostgresStore {
             .transpose()
     }
 
+    fn watch_jobs(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let config = self.inner.config.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = super::listen_for_jobs(&config, &wake).await {
+                    tracing::warn!("listening for queued jobs failed (workers poll meanwhile): {e}");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
     async fn oldest_active_job(&self, region: &str) -> Result<Option<Timestamp>> {
         let conn = self.conn().await?;
         let row = conn

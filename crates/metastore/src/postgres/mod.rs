@@ -21,6 +21,7 @@ mod images;
 mod instances;
 mod jobs;
 mod market;
+mod ops;
 mod replay;
 mod schema;
 mod tke;
@@ -257,7 +258,39 @@ async fn insert_job_row<C: tokio_postgres::GenericClient>(client: &C, job: &JobR
         )
         .await
         .map_err(db_err)?;
+    // Delivered when the transaction commits, to every server listening on this schema.
+    client.execute("SELECT pg_notify('imaged_jobs_' || current_schema(), '')", &[]).await.map_err(db_err)?;
     Ok(row.get::<_, i64>(0).unsigned_abs())
+}
+
+/// Listens for queued jobs on one connection and wakes `wake` for each; returns when the
+/// connection drops.
+async fn listen_for_jobs(config: &Config, wake: &tokio::sync::Notify) -> Result<()> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(db_err)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("the job listener's connection failed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    let schema: String = client.query_one("SELECT current_schema()", &[]).await.map_err(db_err)?.get(0);
+    client.batch_execute(&format!("LISTEN \"imaged_jobs_{}\"", schema.replace('"', ""))).await.map_err(db_err)?;
+    while rx.recv().await.is_some() {
+        wake.notify_waiters();
+    }
+    driver.abort();
+    Ok(())
 }
 
 /// Removes an image's manifest and its block references inside the caller's transaction.
@@ -333,6 +366,34 @@ mod tests {
         if let Some(store) = test_store("conformance").await {
             crate::testsuite::run(&store).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_queued_through_one_server_wakes_the_workers_of_another_at_once() {
+        use crate::JobStore as _;
+        let Some(queuer) = test_store("wakeups").await else { return };
+        let url = std::env::var("IMAGED_TEST_PG_URL").expect("url");
+        let schema =
+            queuer.inner.config.get_options().and_then(|o| o.strip_prefix("-c search_path=")).map(str::to_owned);
+        let watcher = PostgresStore::connect(&url, schema.as_deref()).await.expect("second server");
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        watcher.watch_jobs(std::sync::Arc::clone(&wake));
+        let account = crate::testsuite::new_account(&queuer, "waker").await;
+        // Until the watcher listens, a queued job may pass unheard: queue until one is heard.
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let woken = wake.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let job = crate::testsuite::job("k-wake", "ap-guangzhou", account, None, 1);
+                queuer.insert_job(&job).await.expect("insert");
+                if tokio::time::timeout(std::time::Duration::from_millis(300), woken).await.is_ok() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(heard.is_ok(), "the other server heard of the queued job");
     }
 
     #[tokio::test]

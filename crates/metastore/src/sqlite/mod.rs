@@ -22,6 +22,7 @@ mod images;
 mod instances;
 mod jobs;
 mod market;
+mod ops;
 mod replay;
 mod schema;
 mod tke;

@@ -230,4 +230,15 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE jobs ADD COLUMN host TEXT;
     UPDATE jobs SET lease_expires_ms = lease_until * 1000 WHERE lease_until IS NOT NULL;",
     ),
+    (
+        13,
+        "CREATE TABLE maintenance_reports (
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        blocks INTEGER NOT NULL,
+        problems INTEGER NOT NULL,
+        PRIMARY KEY (kind, region)
+    );",
+    ),
 ];
