@@ -215,7 +215,16 @@ impl Server {
                 })
             })
             .collect();
-        let started: Vec<_> = starts.into_iter().map(|t| t.join().expect("start")).collect();
+        let joined: Vec<_> = starts.into_iter().map(|t| t.join()).collect();
+        if joined.iter().any(Result::is_err) {
+            // Leave no server of a failed start running.
+            for (mut child, ..) in joined.into_iter().flatten() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            panic!("a server of the cluster did not start (its error is above)");
+        }
+        let started: Vec<_> = joined.into_iter().flatten().collect();
         let admin = started
             .iter()
             .find_map(|(_, _, dir, _, _)| std::fs::read(dir.path().join("credentials.json")).ok())

@@ -77,7 +77,17 @@ impl PostgresStore {
                 return Err(MetaStoreError::Backend(format!("bad schema name `{schema}`")));
             }
             let admin = connect(&config).await?;
-            admin.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(db_err)?;
+            // Servers starting together race here: PostgreSQL may answer one of two concurrent
+            // `IF NOT EXISTS` creations with a unique violation; the schema exists either way.
+            if let Err(e) = admin.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await {
+                let raced = e.code().is_some_and(|c| {
+                    *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                        || *c == tokio_postgres::error::SqlState::DUPLICATE_SCHEMA
+                });
+                if !raced {
+                    return Err(db_err(e));
+                }
+            }
             config.options(format!("-c search_path={schema}"));
         }
         let mut first = connect(&config).await?;
