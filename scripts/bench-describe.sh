@@ -10,3 +10,7 @@ if [ -n "${IMAGED_TEST_PG_URL:-}" ]; then
 else
   echo "IMAGED_TEST_PG_URL is not set: skipping the PostgreSQL run"
 fi
+# Several servers on one PostgreSQL (the clients spread over them): IMAGED_BENCH_SERVERS=3.
+if [ -n "${IMAGED_TEST_PG_URL:-}" ] && [ -n "${IMAGED_BENCH_SERVERS:-}" ]; then
+  ./target/release/imaged-bench --backend postgres --servers "$IMAGED_BENCH_SERVERS" "$@"
+fi

@@ -419,7 +419,9 @@ pub(crate) async fn describe_instances(ctx: &Ctx<'_>, params: Value) -> Result<V
         instance_set: Vec<InstanceOut<'a>>,
     }
     let host = ctx.service.host_name();
-    let instance_set = set.iter().map(|i| instance_out(i, host, ctx.service.guest_view(i))).collect();
+    // Each instance on the host that holds its disk (older records: this one).
+    let instance_set =
+        set.iter().map(|i| instance_out(i, i.host.as_deref().unwrap_or(host), ctx.service.guest_view(i))).collect();
     to_json(&Out { total_count: total, instance_set })
 }
 

@@ -391,7 +391,7 @@ async fn stream_raw(
     let bs = u64::from(manifest.block_size);
     let zeros = bytes::Bytes::from(vec![0u8; manifest.block_size as usize]);
     let store = blocks.clone();
-    let reads = futures::stream::iter(manifest.blocks.clone().into_iter().enumerate())
+    let mut reads = futures::stream::iter(manifest.blocks.clone().into_iter().enumerate())
         .map(move |(i, block)| {
             let (store, zeros) = (store.clone(), zeros.clone());
             async move {
@@ -404,7 +404,6 @@ async fn stream_raw(
         })
         .buffered(BLOCKS_AHEAD)
         .boxed();
-    let mut reads = reads;
     let outcome: Result<(), JobFailure> = async {
         while let Some(next) = reads.next().await {
             let (i, data) = next?;

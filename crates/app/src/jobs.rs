@@ -103,7 +103,7 @@ impl Service {
         loop {
             let lease_ms = self.lease_ms();
             match self.store().claim_job(&name, self.host_name(), kinds, per_account, lease_ms, now()).await {
-                Ok(Some(job)) => self.run_job(&name, job).await,
+                Ok(Some(job)) => self.run_job(job).await,
                 Ok(None) => {
                     tokio::select! {
                         () = self.wakeup().notified() => {}
@@ -122,7 +122,7 @@ impl Service {
         self.data().job_lease_secs.saturating_mul(1000).max(1000)
     }
 
-    async fn run_job(&self, _worker: &str, job: JobRecord) {
+    async fn run_job(&self, job: JobRecord) {
         let fence = job.fence();
         tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job started");
         let outcome = if job.attempts > MAX_ATTEMPTS {

@@ -3,7 +3,8 @@
 //! and host id. Exactly one administrator is made when they start together on an empty
 //! database; an upload begun through one is continued through another and imported through the
 //! third; an export is written into the shared bucket and downloaded; 60 simultaneous SHAREs
-//! spread over the three leave exactly 50; a server killed mid-import or mid-copy leaves its
+//! spread over the three leave exactly 50; an instance's disk and operations stay on the host
+//! that launched it; a server killed mid-import or mid-copy leaves its
 //! jobs to the others, and fsck finds every block, with nothing NORMAL that lacks one.
 
 mod support;
@@ -13,6 +14,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::guest::{sdk, PUBLIC_IMAGE};
 use support::{Creds, Server};
 
 /// The S3 location tests may use, or `None` (said on stderr).
@@ -166,6 +168,30 @@ with ThreadPoolExecutor(max_workers=20) as pool:
 
     // A dies (SIGKILL) with imports in flight: the others take its jobs over after the lease.
     eprintln!("scale: shared after {:?}", t0.elapsed());
+
+    // An instance lives on the host that launched it: launched through C, stopped through A,
+    // its disk is in C's data directory only, and DescribeInstances names C wherever asked.
+    let r = sdk(&servers[2], &owner, &format!(r#"result = run(client(), "{PUBLIC_IMAGE}", name="pinned")"#));
+    let vm = r["ids"][0].as_str().unwrap_or_else(|| panic!("RunInstances: {r}")).to_owned();
+    let r = sdk(
+        &servers[0],
+        &owner,
+        &format!(
+            r#"c = client()
+stop = call(c, "StopInstances", {{"InstanceIds": ["{vm}"]}})
+result = {{"stop": stop, "after": settle_instances(c, ["{vm}"])["{vm}"]}}"#
+        ),
+    );
+    assert!(r["stop"]["ok"].is_object(), "{r}");
+    assert_eq!(
+        (r["after"]["InstanceState"].as_str(), r["after"]["LatestOperationState"].as_str()),
+        (Some("STOPPED"), Some("SUCCESS")),
+        "{r}"
+    );
+    assert_eq!(r["after"]["Placement"]["HostId"], "host-c", "{r}");
+    assert!(servers[2].dir.path().join("instances").join(&vm).join("system.qcow2").exists(), "the disk is on C");
+    assert!(!servers[0].dir.path().join("instances").join(&vm).exists(), "and nowhere else");
+    eprintln!("scale: pinned after {:?}", t0.elapsed());
     let big = disk(work.path(), "big.raw", 64, 11);
     let imports: Vec<String> = (0..3)
         .map(|n| {

@@ -5,7 +5,9 @@
 //! next to this binary, and drives it from CLIENTS keep-alive connections with signed
 //! `DescribeImages` calls (a filter and a page of 100) for SECONDS. Prints requests/s, p50 and
 //! p99 latency and the server's peak memory, next to the same client's rate against `/healthz`
-//! measured in the same run (the HTTP stack's ceiling on this machine).
+//! measured in the same run (the HTTP stack's ceiling on this machine). With `--servers N`
+//! (PostgreSQL only) N servers share the store, each with its own data directory, and the
+//! clients are spread over them; the run with one server is measured first, in the same run.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -27,10 +29,12 @@ struct Opts {
     accounts: usize,
     clients: usize,
     seconds: u64,
+    servers: usize,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
-    let mut o = Opts { backend: "sqlite".into(), images: 100_000, accounts: 1_000, clients: 8, seconds: 20 };
+    let mut o =
+        Opts { backend: "sqlite".into(), images: 100_000, accounts: 1_000, clients: 8, seconds: 20, servers: 1 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -40,6 +44,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--accounts" => o.accounts = value.parse()?,
             "--clients" => o.clients = value.parse()?,
             "--seconds" => o.seconds = value.parse()?,
+            "--servers" => o.servers = value.parse::<usize>()?.max(1),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -177,14 +182,20 @@ struct Run {
     last_body: Vec<u8>,
 }
 
-async fn drive(addr: &str, keys: &[(String, String)], clients: usize, secs: u64, healthz: bool) -> anyhow::Result<Run> {
+async fn drive(
+    addrs: &[String],
+    keys: &[(String, String)],
+    clients: usize,
+    secs: u64,
+    healthz: bool,
+) -> anyhow::Result<Run> {
     let body =
         br#"{"Filters":[{"Name":"image-type","Values":["PRIVATE_IMAGE","SHARED_IMAGE","PUBLIC_IMAGE"]}],"Limit":100}"#;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let addr = addr.to_owned();
+        let addr = addrs[c % addrs.len()].clone();
         let key = keys[c % keys.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await?;
@@ -246,6 +257,9 @@ fn main() -> anyhow::Result<()> {
     for (k, v) in &env {
         std::env::set_var(k, v);
     }
+    if o.servers > 1 && pg.is_none() {
+        bail!("--servers N needs --backend postgres (servers share the database)");
+    }
     let cfg = Config::load(&Overrides { data_dir: Some(dir.path().to_owned()), ..Overrides::default() })?;
 
     let fill_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -256,6 +270,13 @@ fn main() -> anyhow::Result<()> {
 
     // The load generator gets one thread; the server has the machine's cores.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if o.servers > 1 {
+        let result = scale_out(&rt, dir.path(), &env, &keys, &o);
+        if let Some((url, schema)) = &pg {
+            rt.block_on(imaged_metastore::postgres::drop_schema(url, schema))?;
+        }
+        return result;
+    }
     // The same store served twice: with the replay check (the default), and without it.
     let with_check = measure(&rt, dir.path(), &env, &keys, &o, true);
     let without_check = measure(&rt, dir.path(), &env, &keys, &o, false);
@@ -304,18 +325,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `imaged serve` on the filled data directory (with or without the replay check),
-/// measures the `/healthz` floor and then `DescribeImages`; returns both runs and the server's
-/// peak memory.
-fn measure(
-    rt: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    env: &[(String, String)],
-    keys: &[(String, String)],
-    o: &Opts,
-    replay_check: bool,
-) -> anyhow::Result<(Run, Run, f64)> {
-    std::fs::write(dir.join("imaged.toml"), format!("[http]\nreplay_check = {replay_check}\n"))?;
+/// Starts `imaged serve` on `dir` with `env`; returns the child and its address.
+fn start_server(dir: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<(std::process::Child, String)> {
     let exe = std::env::current_exe()?.with_file_name("imaged");
     let mut child = Command::new(&exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -332,11 +343,80 @@ fn measure(
             break;
         }
     }
-    let addr = addr.context("server address")?;
+    Ok((child, addr.context("server address")?))
+}
+
+/// `DescribeImages` with 1, then 2, … `o.servers` servers on the one PostgreSQL store, the
+/// clients spread over them; prints each rate and its ratio to the one-server rate.
+fn scale_out(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    keys: &[(String, String)],
+    o: &Opts,
+) -> anyhow::Result<()> {
+    let mut env = env.to_vec();
+    env.push(("IMAGED_MASTER_KEY_FILE".into(), dir.join("master.key").to_string_lossy().into_owned()));
+    let mut dirs = vec![dir.to_owned()];
+    let mut extra = Vec::new();
+    for _ in 1..o.servers {
+        let d = tempfile::tempdir()?;
+        dirs.push(d.path().to_owned());
+        extra.push(d);
+    }
+    let mut one = 0.0;
+    for n in 1..=o.servers {
+        let mut children = Vec::new();
+        let mut addrs = Vec::new();
+        for (k, d) in dirs.iter().take(n).enumerate() {
+            let mut env = env.clone();
+            env.push(("IMAGED_HOST_ID".into(), format!("bench-{k}")));
+            let (child, addr) = start_server(d, &env)?;
+            children.push(child);
+            addrs.push(addr);
+        }
+        let run = rt.block_on(drive(&addrs, keys, o.clients, o.seconds, false));
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let run = run?;
+        let rps = run.requests as f64 / run.elapsed.as_secs_f64();
+        if n == 1 {
+            one = rps;
+        }
+        println!(
+            "{n} server(s)        {rps:.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}  {:.2}x one server",
+            pct(&run.latencies_us, 0.5),
+            pct(&run.latencies_us, 0.99),
+            run.errors,
+            rps / one
+        );
+        if run.errors > 0 {
+            bail!("{} requests failed", run.errors);
+        }
+    }
+    Ok(())
+}
+
+/// Starts `imaged serve` on the filled data directory (with or without the replay check),
+/// measures the `/healthz` floor and then `DescribeImages`; returns both runs and the server's
+/// peak memory.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    keys: &[(String, String)],
+    o: &Opts,
+    replay_check: bool,
+) -> anyhow::Result<(Run, Run, f64)> {
+    std::fs::write(dir.join("imaged.toml"), format!("[http]\nreplay_check = {replay_check}\n"))?;
+    let (mut child, addr) = start_server(dir, env)?;
     let pid = child.id();
+    let addrs = [addr];
     let result = rt.block_on(async {
-        let floor = drive(&addr, keys, o.clients, (o.seconds / 4).max(2), true).await?;
-        let run = drive(&addr, keys, o.clients, o.seconds, false).await?;
+        let floor = drive(&addrs, keys, o.clients, (o.seconds / 4).max(2), true).await?;
+        let run = drive(&addrs, keys, o.clients, o.seconds, false).await?;
         anyhow::Ok((floor, run))
     });
     let peak = peak_rss_mib(pid);
